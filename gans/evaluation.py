@@ -1,0 +1,168 @@
+"""The domain evaluator (a small classifier) and generative metrics.
+
+FID, KID and IS come from torchmetrics, precision/recall from torch-fidelity;
+we only supply features. Features are extracted once per image set and fed
+to the metrics through an identity "feature network", so the evaluator runs
+once per image rather than once per metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from gans.data import ImageSet, to_float
+
+
+class DomainClassifier(nn.Module):
+    """A small CNN for (N, C, R, R) images in [-1, 1]; ``features`` are its penultimate layer."""
+
+    feature_dim = 128
+
+    def __init__(self, *, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.channels, self.num_classes = channels, num_classes
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(64 * 16, self.feature_dim), nn.ReLU(inplace=True),
+        )
+        self.dropout = nn.Dropout(0.3)
+        self.head = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, R, R) in [-1, 1] -> (N, 128)."""
+        return self.body(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, R, R) in [-1, 1] -> logits (N, num_classes)."""
+        return self.head(self.dropout(self.features(images)))
+
+
+def weights_id(module: nn.Module) -> str:
+    """A short hash of a module's weights: the evaluator id recorded with every metric."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def train_classifier(train: ImageSet, *, epochs: int, seed: int, device: torch.device,
+                     batch_size: int = 128) -> DomainClassifier:
+    """Fit the domain classifier on labelled images with small random shifts."""
+    if train.labels is None:
+        raise ValueError("evaluate.features: domain needs labelled data, and data.source has no labels")
+    torch.manual_seed(seed)
+    model = DomainClassifier(channels=int(train.images.shape[1]), num_classes=len(train.classes)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * -(-len(train) // batch_size))
+    images, labels = train.images.to(device), train.labels.to(device)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in tqdm(range(epochs), desc="evaluator", unit="epoch", disable=None):
+        for idx in torch.randperm(len(train), generator=g).split(batch_size):
+            idx = idx.to(device)
+            x = _random_shift(to_float(images[idx]), g)
+            loss = F.cross_entropy(model(x), labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def _random_shift(x: torch.Tensor, g: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    """Shift the whole batch by up to ``max_shift`` pixels (padding with -1, the background)."""
+    dx, dy = (int(v) for v in torch.randint(-max_shift, max_shift + 1, (2,), generator=g))
+    padded = F.pad(x, [max_shift] * 4, value=-1.0)
+    h, w = x.shape[-2:]
+    return padded[..., max_shift + dy: max_shift + dy + h, max_shift + dx: max_shift + dx + w]
+
+
+@dataclass(frozen=True)
+class Features:
+    """features: (N, D) float64; logits: (N, K) float64."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+@torch.no_grad()
+def extract(model: DomainClassifier, images: torch.Tensor, *, batch_size: int, device: torch.device,
+            desc: str = "features") -> Features:
+    """uint8 (N, C, R, R) -> features and logits, computed once."""
+    model.eval()
+    feats, logits = [], []
+    for chunk in tqdm(images.split(batch_size), desc=desc, unit="batch", disable=None, leave=False):
+        f = model.features(to_float(chunk.to(device)))
+        feats.append(f.double().cpu())
+        logits.append(model.head(f).double().cpu())
+    return Features(torch.cat(feats), torch.cat(logits))
+
+
+def accuracy(model: DomainClassifier, data: ImageSet, *, device: torch.device, batch_size: int = 500) -> float:
+    """Top-1 accuracy on a labelled image set."""
+    assert data.labels is not None
+    logits = extract(model, data.images, batch_size=batch_size, device=device, desc="accuracy").logits
+    return float((logits.argmax(1) == data.labels).double().mean())
+
+
+class _Precomputed(nn.Module):
+    """Identity 'feature network': lets torchmetrics consume features we extracted ourselves."""
+
+    def __init__(self, num_features: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int = 1000,
+                       prc_neighborhood: int = 3) -> dict[str, float]:
+    """FID, KID (mean, std), IS (mean, std), precision and recall of ``fake`` against ``real``."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.inception import InceptionScore
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    dim = real.features.shape[1]
+    fid = FrechetInceptionDistance(feature=_Precomputed(dim))
+    fid.update(real.features, real=True)
+    fid.update(fake.features, real=False)
+    subset = min(kid_subset_size, len(real.features), len(fake.features))
+    kid = KernelInceptionDistance(feature=_Precomputed(dim), subset_size=subset)
+    kid.update(real.features.float(), real=True)
+    kid.update(fake.features.float(), real=False)
+    kid_mean, kid_std = kid.compute()
+    inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=10)
+    inception.update(fake.logits)
+    is_mean, is_std = inception.compute()
+    prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=prc_neighborhood,
+                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    return {
+        "fid": float(fid.compute()),
+        "kid": float(kid_mean), "kid_std": float(kid_std),
+        "is": float(is_mean), "is_std": float(is_std),
+        "precision": float(prc["precision"]), "recall": float(prc["recall"]),
+    }
+
+
+def classifier_payload(model: DomainClassifier, classes: tuple[str, ...], accuracy_: float) -> dict:
+    return {"state_dict": model.state_dict(), "channels": model.channels, "num_classes": model.num_classes,
+            "classes": list(classes), "id": weights_id(model), "holdout_accuracy": accuracy_}
+
+
+def classifier_from_payload(payload: dict, device: torch.device) -> DomainClassifier:
+    model = DomainClassifier(channels=payload["channels"], num_classes=payload["num_classes"])
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()

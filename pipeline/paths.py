@@ -1,0 +1,31 @@
+"""Where every stage reads and writes, relative to the project folder (the DVC root)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PREPARED = Path("data/prepared")
+AUGMENTED = Path("data/augmented")
+MODELS = Path("models")
+GENERATOR = MODELS / "generator.pt"
+EVALUATOR = MODELS / "evaluator.pt"
+CHECKPOINTS = MODELS / "checkpoints"
+METRICS = Path("metrics")
+TRAIN_METRICS = METRICS / "train.json"
+EVAL_METRICS = METRICS / "eval.json"
+EVALUATOR_METRICS = METRICS / "evaluator.json"
+REGISTER_METRICS = METRICS / "register.json"
+TRAIN_PLOT = Path("plots/train.csv")
+GRID = Path("samples/grid.png")
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project folder. Inside a DVC experiment copy (``.dvc/tmp/exps/...``) it is the
+    folder that holds ``.dvc``, so a relative sqlite store is shared by every experiment."""
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    if ".dvc" in parts:
+        i = len(parts) - 1 - parts[::-1].index(".dvc")
+        if parts[i + 1:i + 3] == ("tmp", "exps"):
+            return Path(*parts[:i])
+    return here

@@ -1,0 +1,92 @@
+"""Model registration and the champion rule.
+
+Every registered version carries tags (variant, data, evaluator, FID, IS,
+git commit, DVC stage hash). ``challenger`` is the newest version;
+``champion`` moves to the new version only when its FID is lower than the
+champion's on a comparable evaluation: the same evaluator id and the same
+number of generated samples. FIDs from different feature extractors are
+never compared.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline import tracking
+from pipeline.params import Params
+
+
+def comparable(a: dict[str, str], b: dict[str, str]) -> bool:
+    return a.get("evaluator_id") == b.get("evaluator_id") and a.get("num_samples") == b.get("num_samples")
+
+
+def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promote: str) -> tuple[bool, str]:
+    """(promote?, reason) for a new version's tags against the current champion's tags."""
+    if promote == "never":
+        return False, "register.promote is 'never'"
+    if promote == "always":
+        return True, "register.promote is 'always'"
+    if champion is None:
+        return True, "there was no champion"
+    if not comparable(new, champion):
+        return False, (f"the champion was evaluated with evaluator {champion.get('evaluator_id')} on "
+                       f"{champion.get('num_samples')} samples, this version with {new.get('evaluator_id')} on "
+                       f"{new.get('num_samples')}; FIDs are not comparable (set register.promote: always to force)")
+    new_fid, old_fid = float(new["fid"]), float(champion["fid"])
+    if math.isfinite(new_fid) and new_fid < old_fid:
+        return True, f"FID {new_fid:.3f} < champion's {old_fid:.3f}"
+    return False, f"FID {new_fid:.3f} is not better than the champion's {old_fid:.3f}"
+
+
+def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
+                       train_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, Any]:
+    """Log the pyfunc model in the training run, register it, set aliases; return a summary."""
+    import mlflow
+
+    from pipeline import generator_model
+    from pipeline.serving import signature
+
+    tracking.configure(params.tracking)
+    client = mlflow.MlflowClient()
+    name = params.register.model_name
+    tags = {
+        "variant": str(eval_metrics["variant"]), "data_source": data_meta["source"], "data_hash": data_meta["hash"],
+        "evaluator_id": str(eval_metrics["evaluator_id"]), "extractor": str(eval_metrics["extractor"]),
+        "num_samples": str(eval_metrics["num_samples"]), "fid": repr(float(eval_metrics["fid"])),
+        "is": repr(float(eval_metrics["is"])), "git_commit": tracking.git_commit(),
+        "dvc_stage_hash": tracking.dvc_stage_hash("train"),
+    }
+    run_id = train_metrics.get("run_id")
+    conditional = "conditional_accuracy" in eval_metrics
+    with mlflow.start_run(run_id=run_id, run_name=tags["variant"],
+                          experiment_id=None if run_id else tracking.configure(params.tracking)):
+        info = mlflow.pyfunc.log_model(
+            name="generator", python_model=generator_model.__file__, artifacts={"generator": str(generator_path)},
+            signature=signature(conditional), model_config={"max_rows": params.serve.max_rows},
+            registered_model_name=name, pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
+        )
+        run_id = mlflow.active_run().info.run_id
+    version = str(info.registered_model_version)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, "challenger", version)
+    champion = _current_champion(client, name)
+    promote, reason = decide_champion(tags, champion[1] if champion else None, params.register.promote)
+    if promote:
+        client.set_registered_model_alias(name, "champion", version)
+    print(f"registered {name} version {version}; champion {'moved to it' if promote else 'unchanged'}: {reason}",
+          file=sys.stderr)
+    return {"model_name": name, "version": int(version), "champion": promote, "reason": reason,
+            "champion_version": int(version) if promote else (int(champion[0]) if champion else None),
+            "run_id": run_id, "fid": float(eval_metrics["fid"])}
+
+
+def _current_champion(client: Any, name: str) -> tuple[str, dict[str, str]] | None:
+    try:
+        mv = client.get_model_version_by_alias(name, "champion")
+    except Exception:
+        return None
+    return str(mv.version), dict(mv.tags)

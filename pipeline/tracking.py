@@ -1,0 +1,128 @@
+"""MLflow: store resolution, runs, and a Reporter that streams training statistics."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.params import TrackingConfig
+from pipeline.paths import project_root
+
+
+def resolve_uri(uri: str, root: Path | None = None) -> str:
+    """``sqlite:///rel.db`` -> ``sqlite:////abs/root/rel.db``; other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((root or project_root()) / uri[len(prefix):])
+    return uri
+
+
+def configure(cfg: TrackingConfig) -> str:
+    """Point MLflow at the store and make sure the experiment exists; return its id."""
+    import mlflow
+
+    warnings.filterwarnings("ignore", module="mlflow")
+    uri = resolve_uri(cfg.uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if uri.startswith("sqlite:") or uri.startswith("file:"):
+        location = (project_root() / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=location)
+    except Exception:  # created concurrently by another stage or process
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit(root: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or project_root(), capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dvc_stage_hash(stage: str, lock: Path = Path("dvc.lock")) -> str:
+    """A short hash of ``stage``'s entry in dvc.lock (deps, params, outs), or 'none'."""
+    import hashlib
+    import json
+
+    import yaml
+
+    if not lock.is_file():
+        return "none"
+    entry = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(stage)
+    if not entry:
+        return "none"
+    return hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def start_or_resume_run(cfg: TrackingConfig, run_id: str | None, *, run_name: str | None,
+                        tags: dict[str, str]) -> str:
+    """An MLflow run id: ``run_id`` if it still exists, else a new run with ``tags``."""
+    import mlflow
+
+    exp_id = configure(cfg)
+    client = mlflow.MlflowClient()
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            client.set_tag(run_id, "resumed", "true")
+            return run.info.run_id
+        except Exception:
+            pass
+    name = os.environ.get("DVC_EXP_NAME") or run_name
+    run = client.create_run(exp_id, run_name=name, tags=tags)
+    return run.info.run_id
+
+
+class MlflowReporter:
+    """Streams scalars and sample grids of a training run to MLflow. Tracking problems
+    never stop training: the first failure is reported and later calls are skipped."""
+
+    def __init__(self, run_id: str) -> None:
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        self.run_id = run_id
+        self.failed = False
+
+    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        if self.failed:
+            return
+        try:
+            fn(*args, **kwargs)
+        except Exception as err:
+            self.failed = True
+            print(f"warning: MLflow {what} failed ({type(err).__name__}: {err}); training goes on without tracking",
+                  file=sys.stderr)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), ts, step) for k, v in values.items()]
+        self._guard("logging", self.client.log_batch, self.run_id, metrics=metrics)
+
+    def image(self, step: int, grid: torch.Tensor) -> None:
+        array = grid.permute(1, 2, 0).numpy()
+        if array.shape[2] == 1:
+            array = array[:, :, 0]
+        self._guard("image logging", self.client.log_image, self.run_id, array, key="samples", step=step)
