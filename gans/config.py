@@ -244,7 +244,7 @@ class EvaluateConfig:
     num_samples: int = 5000
     batch_size: int = 250
     seed: int = 0
-    evaluator_epochs: int = 5
+    evaluator_epochs: int = 8
     kid_subset_size: int = 1000
 
     def validate(self, where: str) -> None:

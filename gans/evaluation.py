@@ -9,6 +9,7 @@ once per image rather than once per metric.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -128,13 +129,14 @@ class _Precomputed(nn.Module):
 
 
 def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int = 1000,
-                       prc_neighborhood: int = 3) -> dict[str, float]:
+                       prc_neighborhood: int = 3, is_splits: int = 10) -> dict[str, float]:
     """FID, KID (mean, std), IS (mean, std), precision and recall of ``fake`` against ``real``."""
     from torch_fidelity.metric_prc import prc_features_to_metric
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
 
+    warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
     dim = real.features.shape[1]
     fid = FrechetInceptionDistance(feature=_Precomputed(dim))
     fid.update(real.features, real=True)
@@ -144,7 +146,7 @@ def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int =
     kid.update(real.features.float(), real=True)
     kid.update(fake.features.float(), real=False)
     kid_mean, kid_std = kid.compute()
-    inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=10)
+    inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=is_splits)
     inception.update(fake.logits)
     is_mean, is_std = inception.compute()
     prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=prc_neighborhood,

@@ -352,6 +352,10 @@ class Trainer:
                     self._log(stats, bar)
                 if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
                     self.reporter.image(self.step, self.sample_grid())
+                    if bar.disable and self.history:  # no terminal: a plain progress line instead
+                        last = self.history[-1]
+                        print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
+                              f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
         if self.step > cfg.steps:

@@ -66,7 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uri = resolve_uri(params.tracking.uri)
     model = args.model or f"models:/{params.register.model_name}@champion"
     host, port = args.host or params.serve.host, args.port or params.serve.port
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     print(f"serving {model} from {uri} on http://{host}:{port}/invocations", file=sys.stderr)

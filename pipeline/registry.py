@@ -46,7 +46,6 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
     """Log the pyfunc model in the training run, register it, set aliases; return a summary."""
     import mlflow
 
-    from pipeline import generator_model
     from pipeline.serving import signature
 
     tracking.configure(params.tracking)
@@ -64,7 +63,7 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
     with mlflow.start_run(run_id=run_id, run_name=tags["variant"],
                           experiment_id=None if run_id else tracking.configure(params.tracking)):
         info = mlflow.pyfunc.log_model(
-            name="generator", python_model=generator_model.__file__, artifacts={"generator": str(generator_path)},
+            name="generator", python_model=str(Path(__file__).with_name("generator_model.py")), artifacts={"generator": str(generator_path)},
             signature=signature(conditional), model_config={"max_rows": params.serve.max_rows},
             registered_model_name=name, pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
         )

@@ -31,7 +31,6 @@ def configure(cfg: TrackingConfig) -> str:
     uri = resolve_uri(cfg.uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    os.environ["MLFLOW_TRACKING_URI"] = uri
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(cfg.experiment)
     if exp is not None:

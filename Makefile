@@ -1,0 +1,33 @@
+# Two commands for a new user: `make run` (set up + the whole pipeline) and
+# `make test` (set up + the test suite). Both reuse .venv on a second run.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install run test test-fast flow bench bench-quick clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	dvc repro
+	gans summary
+
+flow: install
+	gans flow
+
+test: install
+	pytest
+
+test-fast: install
+	pytest -m "not e2e"
+
+clean:
+	rm -rf data/prepared data/augmented models metrics plots samples mlflow.db mlartifacts

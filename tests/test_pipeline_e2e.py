@@ -1,0 +1,146 @@
+"""End to end: a real `dvc repro` in a git repo, the MLflow registry, a real model server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import make_project, run, subprocess_env, tiny_params
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dvc_repro_writes_every_output(tiny_repo: Path) -> None:
+    train = json.loads((tiny_repo / "metrics/train.json").read_text())
+    assert train["steps"] == 40 and train["resumed_from"] is None
+    assert train["variant"] == "dcgan" and train["img_per_s"] > 0
+    assert 0.0 <= train["ada_p"] < 1.0
+    ev = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    for key in ("fid", "is", "kid", "precision", "recall", "extractor", "num_samples"):
+        assert key in ev, key
+    assert ev["extractor"].startswith("domain:") and ev["num_samples"] == 200
+    assert ev["fid"] > 0 and 1.0 <= ev["is"] <= 10.0
+    grid = Image.open(tiny_repo / "samples/grid.png")
+    assert grid.size == (8 * 18 + 2, 8 * 18 + 2)
+    assert (tiny_repo / "models/generator.pt").stat().st_size > 0
+    assert (tiny_repo / "models/evaluator.pt").stat().st_size > 0
+    assert sorted(p.name for p in (tiny_repo / "models/checkpoints").glob("ckpt-*.pt")) == [
+        "ckpt-00000030.pt", "ckpt-00000040.pt"]
+    rows = (tiny_repo / "plots/train.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss_d,loss_g") and len(rows) == 1 + 40 // 5
+    assert (tiny_repo / "dvc.lock").is_file()
+
+
+def test_dvc_repro_again_changes_nothing(tiny_repo: Path) -> None:
+    out = run(["dvc", "status"], tiny_repo).stdout
+    assert "changed" not in out and "modified" not in out, out
+
+
+def test_registered_champion_with_tags(tiny_repo: Path) -> None:
+    import mlflow
+
+    uri = f"sqlite:///{tiny_repo}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mv = client.get_model_version_by_alias("gan-generator", "champion")
+    ev = json.loads((tiny_repo / "metrics/eval.json").read_text())
+    assert mv.tags["variant"] == "dcgan" and mv.tags["data_source"] == "digits"
+    assert mv.tags["evaluator_id"] == ev["evaluator_id"]
+    assert float(mv.tags["fid"]) == pytest.approx(ev["fid"])
+    assert len(mv.tags["git_commit"]) == 40 and mv.tags["dvc_stage_hash"] != "none"
+    run_ = client.get_run(mv.run_id)
+    assert run_.data.params["model.variant"] == "dcgan"
+    assert run_.data.tags["component.loss"] == "non-saturating"
+    history = client.get_metric_history(mv.run_id, "loss_d")
+    assert [m.step for m in history] == list(range(5, 41, 5))
+    assert "eval_fid" in run_.data.metrics
+    assert json.loads((tiny_repo / "metrics/register.json").read_text())["champion"] is True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repo: Path):
+    port = _free_port()
+    proc = subprocess.Popen(["gans", "serve", "--port", str(port)], cwd=tiny_repo, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gans serve exited:\n{proc.stdout.read()}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise AssertionError("model server did not start in 120 s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _invoke(url: str, payload: object) -> requests.Response:
+    return requests.post(f"{url}/invocations", json=payload, timeout=60)
+
+
+def test_served_generator_answers_with_pngs(server: str) -> None:
+    resp = _invoke(server, {"dataframe_records": [{"seed": 0}, {"seed": 1}, {"seed": 0}]})
+    assert resp.status_code == 200, resp.text
+    pngs = [base64.b64decode(row["png"]) for row in resp.json()["predictions"]]
+    images = [Image.open(io.BytesIO(p)) for p in pngs]
+    assert all(img.size == (16, 16) for img in images)
+    assert pngs[0] == pngs[2] and pngs[0] != pngs[1]
+
+
+@pytest.mark.parametrize("payload, fragment", [
+    ({"dataframe_records": [{"seed": -1}]}, "seed"),
+    ({"dataframe_records": [{"seed": i} for i in range(65)]}, "at most 64"),
+    ({"dataframe_records": [{"seed": "abc"}]}, ""),
+    ({"nonsense": 1}, ""),
+])
+def test_bad_requests_get_errors_and_server_keeps_serving(server: str, payload: object, fragment: str) -> None:
+    resp = _invoke(server, payload)
+    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
+    assert fragment in resp.text
+    assert _invoke(server, {"dataframe_records": [{"seed": 3}]}).status_code == 200
+
+
+def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: Path) -> None:
+    repo = make_project(tmp_path / "resume", tiny_params({"train": {"steps": 3000, "checkpoint_every": 20}}))
+    for stage in ("prepare", "augment"):
+        run(["gans", stage], repo)
+    ckpts = repo / "models/checkpoints"
+    proc = subprocess.Popen(["gans", "train"], cwd=repo, env=subprocess_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(ckpts.glob("ckpt-*.pt")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.kill()
+    finally:
+        proc.wait()
+    assert proc.returncode != 0, "training finished before it could be killed"
+    last = max(int(p.stem.split("-")[1]) for p in ckpts.glob("ckpt-*.pt"))
+    target = last + 20
+    run(["gans", "train", "-S", f"train.steps={target}"], repo)
+    metrics = json.loads((repo / "metrics/train.json").read_text())
+    assert metrics["resumed_from"] == last and metrics["steps"] == target
+    # A rerun after completion trains nothing more.
+    run(["gans", "train", "-S", f"train.steps={target}"], repo)
+    again = json.loads((repo / "metrics/train.json").read_text())
+    assert again["steps"] == target and again["resumed_from"] == target

@@ -1,0 +1,81 @@
+"""The trainer: a few real steps, exact resume, checkpoints of another configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gans.config import AugmentConfig, ADAConfig, DataConfig, ModelConfig, TrainConfig
+from gans.data import load_source
+from gans.sampling import generate
+from gans.trainer import Trainer, load_generator
+
+DATA = load_source(DataConfig(source="digits", resolution=16, max_images=200))
+TRAIN = TrainConfig(batch_size=16, steps=12, checkpoint_every=6, log_every=3, sample_every=6)
+MODEL = ModelConfig(z_dim=8, width=8)
+AUG = AugmentConfig(ada=ADAConfig(speed_kimg=1.0))
+
+
+def _trainer(tmp: Path, **kw) -> Trainer:
+    args = {"model": MODEL, "train": TRAIN, "augment": AUG, "data": DATA, "checkpoint_dir": tmp / "ckpt"}
+    return Trainer(**{**args, **kw})
+
+
+def test_few_steps_have_finite_losses_and_right_shapes(tmp_path: Path) -> None:
+    t = _trainer(tmp_path)
+    result = t.fit()
+    assert result.steps == 12 and result.resumed_from is None and len(result.history) == 4
+    for row in result.history:
+        assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
+    assert result.ada_p > 0  # the controller moved p (D is confident on reals early on)
+    torch.save(t.generator_payload(), tmp_path / "g.pt")
+    g, payload = load_generator(tmp_path / "g.pt")
+    images = generate(g, [0, 1, 2], None, z_dim=8, device=torch.device("cpu"))
+    assert images.shape == (3, 1, 16, 16) and images.dtype == torch.uint8
+    assert torch.equal(images[0], generate(g, [0], None, z_dim=8, device=torch.device("cpu"))[0])
+
+
+def test_resume_continues_exactly(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "a")
+    straight.fit()
+    half = _trainer(tmp_path / "b", train=TrainConfig(**{**TRAIN.__dict__, "steps": 6}))
+    half.fit()
+    resumed = _trainer(tmp_path / "b")
+    result = resumed.fit()
+    assert result.resumed_from == 6 and result.steps == 12
+    for a, b in zip(straight.G_ema.state_dict().values(), resumed.G_ema.state_dict().values()):
+        assert torch.equal(a, b)
+    assert straight.ada_p == resumed.ada_p
+    assert [r["loss_d"] for r in straight.history] == [r["loss_d"] for r in resumed.history]
+
+
+def test_corrupt_checkpoint_falls_back_and_foreign_ones_are_set_aside(tmp_path: Path, capsys) -> None:
+    t = _trainer(tmp_path)
+    t.fit()
+    ckpts = sorted((tmp_path / "ckpt").glob("ckpt-*.pt"))
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:100])  # truncated newest
+    again = _trainer(tmp_path)
+    again.setup()
+    assert again.resume() == 6
+    assert "unreadable" in capsys.readouterr().err
+    other = _trainer(tmp_path, model=ModelConfig(z_dim=8, width=12))
+    other.setup()
+    assert other.resume() is None
+    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+
+
+def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, model=ModelConfig(variant="cdcgan", z_dim=8, width=8))
+    t.fit()
+    g = t.G_ema
+    a = generate(g, [0, 0], [1, 7], z_dim=8, device=torch.device("cpu"))
+    assert not torch.equal(a[0], a[1])
+
+
+def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path) -> None:
+    from gans.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.batch_size: 500 is larger than the 200 training images"):
+        _trainer(tmp_path, train=TrainConfig(batch_size=500))
