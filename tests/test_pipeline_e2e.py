@@ -144,3 +144,15 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: 
     run(["gans", "train", "-S", f"train.steps={target}"], repo)
     again = json.loads((repo / "metrics/train.json").read_text())
     assert again["steps"] == target and again["resumed_from"] == target
+
+
+def test_sample_summary_and_variants_commands(tiny_repo: Path) -> None:
+    run(["gans", "sample", "--count", "6", "--per-row", "3", "--out", "samples/champion.png"], tiny_repo)
+    assert Image.open(tiny_repo / "samples/champion.png").size == (3 * 18 + 2, 2 * 18 + 2)
+    run(["gans", "sample", "--checkpoint", "models/generator.pt", "--count", "4", "--out", "local.png"], tiny_repo)
+    assert Image.open(tiny_repo / "local.png").size == (4 * 18 + 2, 18 + 2)
+    summary = run(["gans", "summary"], tiny_repo).stdout
+    assert "FID" in summary and "mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary and "gans serve" in summary
+    assert "dcgan" in run(["gans", "variants"], tiny_repo).stdout
+    missing = run(["gans", "evaluate", "--params", "nope.yaml"], tiny_repo, check=False)
+    assert missing.returncode == 2 and "error: params file 'nope.yaml' not found" in missing.stderr
