@@ -168,3 +168,13 @@ def classifier_from_payload(payload: dict, device: torch.device) -> DomainClassi
     model = DomainClassifier(channels=payload["channels"], num_classes=payload["num_classes"])
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval()
+
+
+def cluster_purity(codes: torch.Tensor, predicted: torch.Tensor) -> float:
+    """Share of samples whose predicted class is the majority class of their code (InfoGAN).
+
+    codes, predicted: (N,) int. 1.0 when every code maps to one class; about 1/K when codes ignore classes."""
+    total = 0
+    for c in codes.unique():
+        total += int(torch.bincount(predicted[codes == c]).max())
+    return total / len(codes)

@@ -25,7 +25,7 @@ from gans.augment import AugmentPipe, ada_adjust, build_ada, diffaugment
 from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, to_dict
 from gans.data import ImageSet, to_float
 from gans.io import load_torch, save_torch
-from gans.losses import LOSSES, GANObjective
+from gans.losses import LOSSES, REGULARIZERS, Extras, GANObjective
 from gans.nets import NetSpec, build_networks
 from gans.sampling import generate, grid_seeds_labels, image_grid
 from gans.variants import Variant, check_variant_fits, resolve_variant
@@ -106,11 +106,10 @@ class Trainer:
         self.reporter = reporter or NullReporter()
         self.extra = dict(extra or {})  # carried through checkpoints (e.g. a tracking run id)
         self.variant: Variant = resolve_variant(model)
-        num_classes = len(data.classes) if data.labels is not None else 0
-        check_variant_fits(self.variant, num_classes=num_classes)
-        self.spec = NetSpec(channels=int(data.images.shape[1]), resolution=int(data.images.shape[-1]),
-                            z_dim=model.z_dim, width=model.width,
-                            num_classes=num_classes if self.variant.conditional else 0)
+        data_classes = len(data.classes) if data.labels is not None else 0
+        check_variant_fits(self.variant, num_classes=data_classes)
+        self.spec = build_spec(self.variant, model, channels=int(data.images.shape[1]),
+                               resolution=int(data.images.shape[-1]), data_classes=data_classes)
         if train.batch_size > len(data):
             raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {len(data)} training images")
         resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
@@ -132,13 +131,11 @@ class Trainer:
         self.G.to(self.device)
         self.D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        betas = (v.beta1, v.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g or v.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d or v.lr_d, betas=betas)
+        self.opt_g = _optimizer(v, self.G, cfg.lr_g or v.lr_g)
+        self.opt_d = _optimizer(v, self.D, cfg.lr_d or v.lr_d)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.ada: AugmentPipe | None = build_ada(self.augment_cfg.ada).to(self.device) if self.augment_cfg.ada.enabled else None
-        self.objective = GANObjective(generator=self.G, discriminator=self.D, loss=LOSSES[v.loss](),
-                                      augment=self._augment)
+        self.objective = build_objective(v, self.G, self.D, self._augment)
         self.images = self.data.images.to(self.device)
         self.labels = None if self.data.labels is None else self.data.labels.to(self.device)
         self.sampler = torch.Generator().manual_seed(cfg.seed)
@@ -173,9 +170,12 @@ class Trainer:
         return real, None if self.labels is None else self.labels[idx]
 
     def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        b = self.train_cfg.batch_size
-        z = torch.randn(b, self.spec.z_dim, device=self.device)
-        y = torch.randint(0, self.spec.num_classes, (b,), device=self.device) if self.spec.num_classes else None
+        """z (N, z_dim [+ InfoGAN continuous codes in U(-1, 1)]) and labels (or the categorical code)."""
+        b, spec = self.train_cfg.batch_size, self.spec
+        z = torch.randn(b, spec.z_dim, device=self.device)
+        if spec.info_continuous:
+            z = torch.cat([z, torch.rand(b, spec.info_continuous, device=self.device) * 2 - 1], dim=1)
+        y = torch.randint(0, spec.num_classes, (b,), device=self.device) if spec.num_classes else None
         return z, y
 
     # ------------------------------------------------------------------ step
@@ -183,8 +183,10 @@ class Trainer:
     def train_step(self) -> dict[str, torch.Tensor]:
         """n_critic D updates then one G update; returns detached statistics (no host sync)."""
         stats: dict[str, torch.Tensor] = {}
+        d_labels = self.variant.conditional
         for _ in range(self.variant.n_critic):
             real, real_y = self._next_batch()
+            real_y = real_y if d_labels else None
             z, fake_y = self._latents()
             self.opt_d.zero_grad(set_to_none=True)
             with self._autocast():
@@ -192,12 +194,13 @@ class Trainer:
             self.scaler.scale(loss_d).backward()
             self.scaler.step(self.opt_d)
             self.scaler.update()
+            self.objective.after_d_step()
             stats.update(d_stats)
             self._ada_observe(d_stats["d_real_sign"])
         z, fake_y = self._latents()
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
-            loss_g, g_stats = self.objective.g_phase(z, fake_y)
+            loss_g, g_stats = self.objective.g_phase(z, fake_y, real, real_y)
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_g)
         self.scaler.update()
@@ -372,11 +375,40 @@ class Trainer:
         return {
             "state_dict": self.G_ema.state_dict(),
             "spec": asdict(self.spec),
-            "variant": asdict(self.variant),
+            "variant": {**asdict(self.variant), "regularizers": list(self.variant.regularizers)},
             "model": to_dict(self.model_cfg),
             "classes": list(self.data.classes),
             "step": self.step,
         }
+
+
+def build_spec(variant: Variant, model: ModelConfig, *, channels: int, resolution: int, data_classes: int) -> NetSpec:
+    """The network spec of ``variant`` for images of this shape and label count."""
+    cond = variant.conditioning
+    num_classes = data_classes if variant.conditional else variant.info_categories if cond == "infogan" else 0
+    return NetSpec(channels=channels, resolution=resolution, z_dim=model.z_dim, width=model.width,
+                   num_classes=num_classes, conditioning=cond,
+                   info_continuous=variant.info_continuous if cond == "infogan" else 0,
+                   d_norm=variant.d_norm, d_dropout=variant.d_dropout, minibatch_features=variant.minibatch_features,
+                   spectral_norm_d="spectral-norm" in variant.regularizers,
+                   spectral_norm_g="spectral-norm" in variant.regularizers and variant.architecture == "sagan",
+                   attention_res=variant.attention_res or resolution // 2)
+
+
+def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment) -> GANObjective:
+    """The loss, regularizers and auxiliary objectives of ``variant`` bound to G and D."""
+    regs = tuple(REGULARIZERS[r](**variant.reg_args.get(r, {})) for r in variant.regularizers if r in REGULARIZERS)
+    extras = Extras(acgan=variant.conditioning == "acgan", infogan=variant.conditioning == "infogan",
+                    info_categories=variant.info_categories, info_continuous=variant.info_continuous,
+                    feature_matching=variant.feature_matching)
+    return GANObjective(generator=G, discriminator=D, loss=LOSSES[variant.loss](**variant.loss_args),
+                        augment=augment, regularizers=regs, extras=extras)
+
+
+def _optimizer(variant: Variant, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+    if variant.optimizer == "rmsprop":
+        return torch.optim.RMSprop(module.parameters(), lr=lr)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(variant.beta1, variant.beta2))
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -1,27 +1,40 @@
 """Variant presets: each name from the literature maps to one composition of
-registered components (architecture x loss x conditioning x schedule).
-``model.overrides`` may swap any axis of a preset."""
+registered components (architecture x loss x regularizers x conditioning x
+schedule). ``model.overrides`` may swap any axis of a preset."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_type_hints
 
-from gans.config import ConfigError, ModelConfig, require
-from gans.losses import LOSSES
+from gans.config import ConfigError, ModelConfig, _coerce, require
+from gans.losses import ARCHITECTURAL_REGULARIZERS, LOSSES, REGULARIZERS
 from gans.nets import ARCHITECTURES
 
-CONDITIONING = ("none", "projection")
+CONDITIONING = ("none", "concat", "projection", "acgan", "infogan")
+LABELLED_CONDITIONING = ("concat", "projection", "acgan")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Variant:
-    """A resolved composition. ``conditioning != 'none'`` makes G and D class-conditional."""
+    """A resolved composition. Dict fields hold keyword arguments of the named components."""
 
     name: str
-    architecture: str
-    loss: str
-    conditioning: str = "none"
+    architecture: str = "dcgan"
+    loss: str = "non-saturating"
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    regularizers: tuple[str, ...] = ()
+    reg_args: dict[str, Any] = field(default_factory=dict)  # {regularizer: {arg: value}}
+    conditioning: Literal["none", "concat", "projection", "acgan", "infogan"] = "none"
+    info_categories: int = 10
+    info_continuous: int = 2
+    d_norm: Literal["batch", "layer", "none"] = "batch"
+    d_dropout: float = 0.0
+    minibatch_features: int = 0
+    feature_matching: bool = False
+    attention_res: int = 0  # SAGAN: 0 = half the image side
+    optimizer: Literal["adam", "rmsprop"] = "adam"
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
@@ -31,51 +44,132 @@ class Variant:
 
     @property
     def conditional(self) -> bool:
+        """True when G and D take labels from the data (CGAN, projection, ACGAN)."""
+        return self.conditioning in LABELLED_CONDITIONING
+
+    @property
+    def takes_labels(self) -> bool:
+        """True when the generator takes a label column (data labels or InfoGAN's categorical code)."""
         return self.conditioning != "none"
 
     def components(self) -> dict[str, str]:
         """The axes as strings, for listings and run tags."""
-        return {"architecture": self.architecture, "loss": self.loss, "conditioning": self.conditioning,
-                "optimizer": f"adam(lr_g={self.lr_g:g}, lr_d={self.lr_d:g}, betas=({self.beta1:g}, {self.beta2:g}))",
-                "n_critic": str(self.n_critic)}
+        loss = self.loss + (f"({_kw(self.loss_args)})" if self.loss_args else "")
+        regs = [r + (f"({_kw(self.reg_args[r])})" if r in self.reg_args else "") for r in self.regularizers]
+        if self.minibatch_features:
+            regs.append("minibatch-discrimination")
+        if self.feature_matching:
+            regs.append("feature-matching")
+        opt = (f"{self.optimizer}(lr_g={self.lr_g:g}, lr_d={self.lr_d:g}"
+               + (f", betas=({self.beta1:g}, {self.beta2:g})" if self.optimizer == "adam" else "") + ")")
+        return {"architecture": self.architecture, "loss": loss, "regularizers": ", ".join(regs) or "none",
+                "conditioning": self.conditioning, "optimizer": opt, "n_critic": str(self.n_critic)}
 
 
-PRESETS: dict[str, Variant] = {
-    "dcgan": Variant(name="dcgan", architecture="dcgan", loss="non-saturating",
-                     paper="Radford et al. 2015, Unsupervised Representation Learning with DCGANs"),
-    "cdcgan": Variant(name="cdcgan", architecture="dcgan", loss="non-saturating", conditioning="projection",
-                      paper="DCGAN with a projection discriminator (Miyato and Koyama 2018)"),
-}
+def _kw(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
 
-_REGISTRIES = {"architecture": ARCHITECTURES, "loss": LOSSES}
+
+_WGAN_GP = dict(architecture="dcgan", loss="wasserstein", regularizers=("gp",), d_norm="none",
+                lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9, n_critic=5)
+
+PRESETS: dict[str, Variant] = {v.name: v for v in [
+    Variant(name="gan", architecture="mlp", loss="minimax",
+            paper="Goodfellow et al. 2014, Generative Adversarial Nets (MLP, saturating minimax loss)"),
+    Variant(name="dcgan", paper="Radford et al. 2015, Unsupervised Representation Learning with Deep "
+                                "Convolutional GANs"),
+    Variant(name="cgan", conditioning="concat",
+            paper="Mirza and Osindero 2014, Conditional GANs (one-hot labels concatenated to G and D inputs)"),
+    Variant(name="lsgan", loss="least-squares", loss_args={"a": 0.0, "b": 1.0, "c": 1.0},
+            paper="Mao et al. 2017, Least Squares GANs (0-1 coding)"),
+    Variant(name="cls-gan", loss="least-squares", loss_args={"a": 0.0, "b": 1.0, "c": 1.0}, conditioning="concat",
+            paper="Mao et al. 2017, conditional LSGAN"),
+    Variant(name="acgan", conditioning="acgan",
+            paper="Odena et al. 2017, Conditional Image Synthesis with Auxiliary Classifier GANs"),
+    Variant(name="infogan", conditioning="infogan", info_categories=10, info_continuous=2,
+            paper="Chen et al. 2016, InfoGAN (10-way categorical + 2 continuous codes, lambda 1 and 0.1)"),
+    Variant(name="improved-gan", loss_args={"smoothing": 0.1}, minibatch_features=32, feature_matching=True,
+            paper="Salimans et al. 2016, Improved Techniques for Training GANs (feature matching, minibatch "
+                  "discrimination, one-sided label smoothing)"),
+    Variant(name="wgan", loss="wasserstein", regularizers=("clip",), reg_args={"clip": {"clip": 0.01}},
+            optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5, n_critic=5,
+            paper="Arjovsky et al. 2017, Wasserstein GAN (weight clipping 0.01, RMSProp 5e-5, 5 critic steps)"),
+    Variant(name="wgan-gp", **_WGAN_GP, reg_args={"gp": {"weight": 10.0}},
+            paper="Gulrajani et al. 2017, Improved Training of Wasserstein GANs (lambda 10, Adam 1e-4 (0, 0.9))"),
+    Variant(name="wgan-div", **{**_WGAN_GP, "regularizers": ("wgan-div",), "lr_g": 2e-4, "lr_d": 2e-4,
+                                "beta1": 0.5, "beta2": 0.999},
+            reg_args={"wgan-div": {"k": 2.0, "p": 6.0}},
+            paper="Wu et al. 2018, Wasserstein Divergence for GANs (k 2, p 6)"),
+    Variant(name="ct-gan", **{**_WGAN_GP, "regularizers": ("gp", "ct")}, d_dropout=0.5,
+            reg_args={"gp": {"weight": 10.0}, "ct": {"weight": 2.0, "margin": 0.0}},
+            paper="Wei et al. 2018, Improving the Improved Training of WGANs (consistency term, lambda 2)"),
+    Variant(name="rsgan", loss="rsgan", paper="Jolicoeur-Martineau 2018, relativistic standard GAN"),
+    Variant(name="ragan", loss="ragan", paper="Jolicoeur-Martineau 2018, relativistic average GAN"),
+    Variant(name="ralsgan", loss="ralsgan", paper="Jolicoeur-Martineau 2018, relativistic average LSGAN"),
+    Variant(name="fgan", loss="f-divergence", loss_args={"divergence": "js"},
+            paper="Nowozin et al. 2016, f-GAN (divergence: kl, reverse-kl, js, pearson, hellinger)"),
+    Variant(name="hinge", loss="hinge", d_norm="none", paper="Lim and Ye 2017, Geometric GAN (hinge loss)"),
+    Variant(name="sngan", loss="hinge", regularizers=("spectral-norm",), d_norm="none", lr_g=1e-4, lr_d=1e-4,
+            paper="Miyato et al. 2018, Spectral Normalization for GANs (standard CNN, hinge, Adam 1e-4 (0.5, 0.999))"),
+    Variant(name="sagan", architecture="sagan", loss="hinge", regularizers=("spectral-norm",), d_norm="none",
+            lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9,
+            paper="Zhang et al. 2019, Self-Attention GANs (SN in G and D, hinge, TTUR 1e-4/4e-4)"),
+    Variant(name="cdcgan", conditioning="projection",
+            paper="DCGAN with a projection discriminator (Miyato and Koyama 2018)"),
+]}
+
+
+def _check_component_args(kind: str, name: str, args: Any, where: str) -> None:
+    registry = LOSSES if kind == "loss" else REGULARIZERS
+    require(isinstance(args, dict), where, f"got {args!r}; expected a mapping of arguments")
+    allowed = [f.name for f in dataclasses.fields(registry[name]) if f.name != "needs_real_in_g"]
+    for key, value in args.items():
+        require(key in allowed, f"{where}.{key}", f"unknown argument of {name}; allowed: {', '.join(allowed) or 'none'}")
+        if key == "divergence":
+            from gans.losses import F_DIVERGENCES
+
+            require(value in F_DIVERGENCES, f"{where}.{key}", f"got {value!r}; allowed values: {', '.join(F_DIVERGENCES)}")
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            require(ok, f"{where}.{key}", f"got {value!r}; expected a number")
 
 
 def resolve_variant(cfg: ModelConfig) -> Variant:
     """The preset ``cfg.variant`` with ``cfg.overrides`` applied and checked."""
     require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
-    variant = PRESETS[cfg.variant]
-    fields = {f.name: f for f in dataclasses.fields(Variant) if f.name not in ("name", "paper")}
+    hints = get_type_hints(Variant)
+    names = [f.name for f in dataclasses.fields(Variant) if f.name not in ("name", "paper")]
     changes = {}
     for key, value in cfg.overrides.items():
         where = f"model.overrides.{key}"
-        require(key in fields, where, f"unknown axis; allowed keys: {', '.join(fields)}")
-        if key in _REGISTRIES:
-            allowed = _REGISTRIES[key]
-            require(value in allowed, where, f"got {value!r}; allowed values: {', '.join(allowed)}")
-        elif key == "conditioning":
-            require(value in CONDITIONING, where, f"got {value!r}; allowed values: {', '.join(CONDITIONING)}")
-        elif key == "n_critic":
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, where, f"got {value!r}; expected an integer >= 1")
-        else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-            require(ok, where, f"got {value!r}; expected a number > 0")
-            value = float(value)
-        changes[key] = value
-    return dataclasses.replace(variant, **changes) if changes else variant
+        require(key in names, where, f"unknown axis; allowed keys: {', '.join(names)}")
+        changes[key] = _coerce(value, hints[key], where)
+    v = dataclasses.replace(PRESETS[cfg.variant], **changes)
+    require(v.architecture in ARCHITECTURES, "model.overrides.architecture",
+            f"got {v.architecture!r}; allowed values: {', '.join(ARCHITECTURES)}")
+    require(v.loss in LOSSES, "model.overrides.loss", f"got {v.loss!r}; allowed values: {', '.join(LOSSES)}")
+    known = tuple(REGULARIZERS) + ARCHITECTURAL_REGULARIZERS
+    for i, reg in enumerate(v.regularizers):
+        require(reg in known, f"model.overrides.regularizers[{i}]", f"got {reg!r}; allowed values: {', '.join(known)}")
+    _check_component_args("loss", v.loss, v.loss_args, "model.overrides.loss_args")
+    for reg, args in v.reg_args.items():
+        require(reg in REGULARIZERS, f"model.overrides.reg_args.{reg}", f"not a regularizer with arguments; allowed: {', '.join(REGULARIZERS)}")
+        _check_component_args("reg", reg, args, f"model.overrides.reg_args.{reg}")
+    for key in ("n_critic", "info_categories"):
+        require(getattr(v, key) >= 1, f"model.overrides.{key}", f"got {getattr(v, key)}; expected >= 1")
+    for key in ("lr_g", "lr_d"):
+        require(getattr(v, key) > 0, f"model.overrides.{key}", f"got {getattr(v, key)}; expected > 0")
+    require(0 <= v.d_dropout < 1, "model.overrides.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
+    if "ct" in v.regularizers:
+        require(v.d_dropout > 0, "model.overrides.d_dropout", "the ct regularizer needs discriminator dropout > 0")
+    if v.d_norm == "batch" and {"gp", "wgan-div", "ct", "dragan", "r1"} & set(v.regularizers):
+        raise ConfigError("model.overrides.d_norm: gradient penalties are per-sample and need d_norm none or layer, "
+                          "not batch")
+    return v
 
 
 def check_variant_fits(variant: Variant, *, num_classes: int) -> None:
-    """A conditional variant needs labelled data."""
+    """A class-conditional variant needs labelled data."""
     if variant.conditional and num_classes < 2:
         raise ConfigError(
             f"model.variant: {variant.name} is class-conditional and needs labelled data with at least "

@@ -59,7 +59,9 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
         "dvc_stage_hash": tracking.dvc_stage_hash("train"),
     }
     run_id = train_metrics.get("run_id")
-    conditional = "conditional_accuracy" in eval_metrics
+    from gans.io import load_torch
+
+    conditional = bool(load_torch(generator_path)["spec"]["num_classes"])  # takes a label column
     with mlflow.start_run(run_id=run_id, run_name=tags["variant"],
                           experiment_id=None if run_id else tracking.configure(params.tracking)):
         info = mlflow.pyfunc.log_model(

@@ -14,8 +14,8 @@ import torch
 
 from gans.config import AugmentConfig, build_config, to_dict
 from gans.data import ImageSet, load_source, split_holdout
-from gans.evaluation import (accuracy, classifier_from_payload, classifier_payload, extract, generative_metrics,
-                             train_classifier)
+from gans.evaluation import (accuracy, classifier_from_payload, classifier_payload, cluster_purity, extract,
+                             generative_metrics, train_classifier)
 from gans.io import atomic_write, load_torch, save_json, save_torch
 from gans.sampling import generate, grid_seeds_labels, image_grid, png_bytes
 from gans.trainer import Trainer, load_generator, resolve_device
@@ -207,7 +207,10 @@ def evaluate(params: Params) -> dict[str, Any]:
     metrics = generative_metrics(real_f, fake_f, kid_subset_size=cfg.kid_subset_size)
     if num_classes:
         predicted = fake_f.logits.argmax(1)
-        metrics["conditional_accuracy"] = float((predicted == torch.tensor(labels)).double().mean())
+        if gpayload["spec"]["conditioning"] == "infogan":
+            metrics["cluster_purity"] = cluster_purity(torch.tensor(labels), predicted)
+        else:
+            metrics["conditional_accuracy"] = float((predicted == torch.tensor(labels)).double().mean())
     metrics.update({"extractor": f"domain:{epayload['id']}", "evaluator_id": epayload["id"],
                     "num_samples": cfg.num_samples, "num_real": len(holdout),
                     "variant": gpayload["variant"]["name"], "step": gpayload["step"]})

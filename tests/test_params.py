@@ -42,7 +42,7 @@ def test_overrides_are_typed_as_yaml() -> None:
     ("train.batch_size=true", "train.batch_size: got True; expected an integer"),
     ("train.precision=fp8", "train.precision: got 'fp8'; allowed values: auto, fp32, bf16, fp16"),
     ("train.device=tpu", "train.device: got 'tpu'; allowed values: auto, cpu, cuda, cuda:N, mps"),
-    ("model.variant=stylegan9", "model.variant: unknown variant 'stylegan9'; allowed values: dcgan"),
+    ("model.variant=stylegan9", "model.variant: unknown variant 'stylegan9'; allowed values: gan, dcgan, cgan"),
     ("model.overrides.loss=magic", "model.overrides.loss: got 'magic'; allowed values: non-saturating"),
     ("model.overrides.colour=1", "model.overrides.colour: unknown axis"),
     ("data.source=imagenet", "data.source: unknown source 'imagenet'; allowed values: mnist5k, digits, mnist"),

@@ -1,0 +1,140 @@
+"""Every preset through the real train stage; architectures at every supported size."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from gans.config import ConfigError, ModelConfig
+from gans.nets import ARCHITECTURES, NetSpec, build_networks
+from gans.sampling import generate
+from gans.trainer import load_generator
+from gans.variants import PRESETS, resolve_variant
+from pipeline import stages
+from pipeline.params import params_from_dict
+
+from conftest import tiny_params
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prepared and augmented tiny data, made once for every preset."""
+    root = tmp_path_factory.mktemp("variants")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    params = params_from_dict(tiny_params({"data": {"max_images": 300}}))
+    stages.prepare(params)
+    stages.augment(params)
+    mp.undo()
+    return root
+
+
+def _params(root: Path, variant: str, **model):
+    raw = tiny_params({"model": {"variant": variant, "width": 8, "z_dim": 8, **model},
+                       "train": {"steps": 3, "batch_size": 16, "log_every": 1, "sample_every": 3, "checkpoint_every": 3},
+                       "tracking": {"uri": f"sqlite:///{root}/mlflow.db"}})
+    return params_from_dict(raw)
+
+
+@pytest.mark.parametrize("variant", list(PRESETS))
+def test_every_preset_trains_through_the_train_stage(variant: str, workspace: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    result = stages.train(_params(workspace, variant))
+    assert result["steps"] == 3 and result["variant"] == variant and result["run_id"]
+    rows = (tmp_path / "plots/train.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3
+    for row in rows:
+        assert all(math.isfinite(float(x)) for x in row.split(",") if x), row
+    g, payload = load_generator(tmp_path / "models/generator.pt")
+    labels = [0, 1, 2, 3] if payload["spec"]["num_classes"] else None
+    images = generate(g, [0, 1, 2, 3], labels, z_dim=8, device=torch.device("cpu"))
+    assert images.shape == (4, 1, 16, 16)
+    import mlflow
+
+    run = mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db").get_run(result["run_id"])
+    assert run.data.tags["variant"] == variant
+    assert run.data.tags["component.architecture"] == PRESETS[variant].architecture
+
+
+@pytest.mark.parametrize("variant", ["cgan", "cls-gan", "acgan", "cdcgan", "infogan"])
+def test_conditional_presets_give_label_dependent_samples(variant: str, workspace: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    stages.train(_params(workspace, variant))
+    g, _ = load_generator(tmp_path / "models/generator.pt")
+    images = generate(g, [5] * 10, list(range(10)), z_dim=8, device=torch.device("cpu"))
+    distinct = {bytes(img.numpy().tobytes()) for img in images}
+    assert len(distinct) == 10
+
+
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+@pytest.mark.parametrize("resolution, channels", [(28, 1), (32, 3), (64, 1)])
+def test_architectures_build_every_size(architecture: str, resolution: int, channels: int) -> None:
+    spec = NetSpec(channels=channels, resolution=resolution, z_dim=8, width=8, num_classes=3,
+                   conditioning="projection", d_norm="none", attention_res=resolution // 2)
+    g, d = build_networks(architecture, spec)
+    x = g(torch.randn(2, 8), torch.tensor([0, 2]))
+    assert x.shape == (2, channels, resolution, resolution) and x.abs().max() <= 1
+    assert d(x, torch.tensor([0, 2])).shape == (2,)
+
+
+def test_sagan_has_attention_and_spectral_norm_in_both_networks() -> None:
+    from gans.nets import SelfAttention
+    from gans.trainer import build_spec
+
+    v = resolve_variant(ModelConfig(variant="sagan"))
+    spec = build_spec(v, ModelConfig(variant="sagan", width=8), channels=1, resolution=32, data_classes=0)
+    g, d = build_networks("sagan", spec)
+    for net in (g, d):
+        assert any(isinstance(m, SelfAttention) for m in net.modules())
+        assert any("parametrizations" in name for name, _ in net.named_modules())
+
+
+def test_overrides_swap_axes_and_bad_ones_name_the_key() -> None:
+    v = resolve_variant(ModelConfig(variant="fgan", overrides={"loss_args": {"divergence": "kl"}}))
+    assert v.loss_args == {"divergence": "kl"}
+    v = resolve_variant(ModelConfig(variant="dcgan", overrides={"loss": "hinge", "n_critic": 2, "regularizers": ["r1"],
+                                                                  "d_norm": "none"}))
+    assert (v.loss, v.n_critic, v.regularizers) == ("hinge", 2, ("r1",))
+    bad = [({"loss_args": {"divergence": "tv"}}, "model.overrides.loss_args.divergence: got 'tv'"),
+           ({"regularizers": ["gp"]}, "gradient penalties are per-sample"),
+           ({"regularizers": ["magic"]}, "model.overrides.regularizers[0]: got 'magic'"),
+           ({"reg_args": {"gp": {"lambda": 3}}}, "model.overrides.reg_args.gp.lambda: unknown argument of gp"),
+           ({"conditioning": "telepathy"}, "model.overrides.conditioning: got 'telepathy'"),
+           ({"n_critic": 0}, "model.overrides.n_critic: got 0; expected >= 1")]
+    for overrides, fragment in bad:
+        with pytest.raises(ConfigError) as err:
+            resolve_variant(ModelConfig(variant="fgan" if "loss_args" in overrides else "dcgan", overrides=overrides))
+        assert fragment in str(err.value)
+
+
+def test_conditional_variant_on_unlabelled_data_is_a_clear_error(tmp_path: Path) -> None:
+    from gans.data import ImageSet
+    from gans.trainer import Trainer
+    from gans.config import AugmentConfig, TrainConfig
+
+    data = ImageSet(torch.zeros(20, 1, 16, 16, dtype=torch.uint8), None, ())
+    with pytest.raises(ConfigError, match="acgan is class-conditional and needs labelled data"):
+        Trainer(model=ModelConfig(variant="acgan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
+                data=data, checkpoint_dir=tmp_path)
+    # InfoGAN's codes need no labels.
+    Trainer(model=ModelConfig(variant="infogan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
+            data=data, checkpoint_dir=tmp_path)
+
+
+def test_variants_command_lists_every_preset_with_components(capsys: pytest.CaptureFixture) -> None:
+    from pipeline.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["variants", "--params", str(root / "params.yaml")]) == 0
+    out = capsys.readouterr().out
+    for name, v in PRESETS.items():
+        assert name in out and v.loss in out
+    assert "spectral-norm" in out and "rmsprop" in out
