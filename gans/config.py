@@ -222,6 +222,7 @@ class TrainConfig:
     sample_every: int = 250
     ema_kimg: float = 10.0  # half-life of the generator EMA, in thousands of images
     ema_rampup: float = 0.05
+    on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
 
     def validate(self, where: str) -> None:
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")

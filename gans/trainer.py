@@ -80,7 +80,9 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 
 # Keys of train.* that may change between a checkpoint and its resumption.
-RESUMABLE_TRAIN_KEYS = ("device", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every")
+RESUMABLE_TRAIN_KEYS = ("device", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
+                        "on_nan")
+MAX_SKIPPED_STEPS = 50  # train.on_nan: skip gives up after this many skipped updates in a row
 
 
 @dataclass
@@ -143,6 +145,8 @@ class Trainer:
         self.cursor = 0
         self.sign_acc = torch.zeros((), device=self.device)
         self.sign_count = 0
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)  # first step with a non-finite loss
+        self.skipped_in_a_row = 0
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         policies = self.augment_cfg.diffaugment_policies
@@ -191,23 +195,51 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             with self._autocast():
                 loss_d, d_stats = self.objective.d_phase(real, real_y, z, fake_y)
-            self.scaler.scale(loss_d).backward()
-            self.scaler.step(self.opt_d)
-            self.scaler.update()
-            self.objective.after_d_step()
+            if self._optimise(loss_d, self.opt_d):
+                self.objective.after_d_step()
             stats.update(d_stats)
             self._ada_observe(d_stats["d_real_sign"])
         z, fake_y = self._latents()
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
             loss_g, g_stats = self.objective.g_phase(z, fake_y, real, real_y)
-        self.scaler.scale(loss_g).backward()
-        self.scaler.step(self.opt_g)
-        self.scaler.update()
+        self._optimise(loss_g, self.opt_g)
         stats.update(g_stats)
         self.step += 1
         self._update_ema()
         return stats
+
+    def _optimise(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> bool:
+        """Back-propagate and step. ``on_nan: stop`` records the first non-finite loss without a host
+        sync (checked at log and checkpoint time); ``skip`` drops the update (one sync per step)."""
+        finite = torch.isfinite(loss.detach())
+        if self.train_cfg.on_nan == "skip":
+            if not bool(finite):
+                opt.zero_grad(set_to_none=True)
+                self.skipped_in_a_row += 1
+                if self.skipped_in_a_row > MAX_SKIPPED_STEPS:
+                    self._diverged(f"{MAX_SKIPPED_STEPS} updates in a row had a non-finite loss")
+                return False
+            self.skipped_in_a_row = 0
+        else:
+            self.first_bad = torch.where((self.first_bad < 0) & ~finite, self.step + 1, self.first_bad)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+        return True
+
+    def _diverged(self, what: str) -> None:
+        ckpts = sorted(self.checkpoint_dir.glob("ckpt-*.pt"))
+        kept = f"the last good checkpoint, {ckpts[-1]}, is kept" if ckpts else "no checkpoint was written yet"
+        raise TrainingDiverged(
+            f"{what} (variant {self.variant.name}); {kept}. Lower the learning rates (train.lr_g, train.lr_d), "
+            f"use train.precision: fp32, or set train.on_nan: skip.")
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged if any loss since the start was NaN or infinite (one host sync)."""
+        first = int(self.first_bad)
+        if first >= 0:
+            self._diverged(f"a loss became NaN or infinite at step {first}")
 
     def _ada_observe(self, sign_mean: torch.Tensor) -> None:
         """Accumulate E[sign(D(real))]; adjust p every ``augment.ada.interval`` minibatches."""
@@ -289,6 +321,16 @@ class Trainer:
         self.extra = {**state["extra"], **self.extra}
         self.step = self.resumed_from = int(state["step"])
 
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """``extra`` of the newest readable checkpoint of this configuration (e.g. its tracking run), or {}."""
+        for path in sorted(self.checkpoint_dir.glob("ckpt-*.pt"), reverse=True):
+            try:
+                state = load_torch(path)
+            except Exception:
+                continue
+            return dict(state.get("extra", {})) if state.get("fingerprint") == self.fingerprint else {}
+        return {}
+
     def resume(self) -> int | None:
         """Load the newest readable checkpoint of this configuration; return its step.
 
@@ -320,13 +362,7 @@ class Trainer:
     def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
         values = {k: float(v) for k, v in stats.items()}
         values["ada_p"] = self.ada_p
-        bad = [k for k in ("loss_d", "loss_g") if not torch.isfinite(torch.tensor(values[k]))]
-        if bad:
-            raise TrainingDiverged(
-                f"{' and '.join(bad)} became {values[bad[0]]} at step {self.step} of variant {self.variant.name}; "
-                f"the last good checkpoint is kept in {self.checkpoint_dir}. Lower the learning rates "
-                f"(train.lr_g, train.lr_d) or use train.precision: fp32."
-            )
+        self.check_finite()
         self.history.append({"step": float(self.step), **values})
         self.reporter.scalars(self.step, values)
         bar.set_postfix(loss_d=f"{values['loss_d']:.3f}", loss_g=f"{values['loss_g']:.3f}", p=f"{values['ada_p']:.3f}")
@@ -360,6 +396,7 @@ class Trainer:
                         print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
                               f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.check_finite()
                     self.save_checkpoint()
         if self.step > cfg.steps:
             print(f"note: the checkpoint is at step {self.step}, past train.steps={cfg.steps}; nothing to train",

@@ -84,10 +84,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     params = _params(args)
     if args.checkpoint:
-        from gans.trainer import load_generator
-
-        generator, payload = load_generator(args.checkpoint, "cpu")
-        spec = payload["spec"]
+        generator, spec = _generator_file(args.checkpoint)
     else:
         generator, spec = _champion_generator(params)
     labels = None
@@ -99,6 +96,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
     return 0
+
+
+def _generator_file(path: str):
+    """(generator, spec) from a generator file, with a user error for a missing or foreign file."""
+    from gans.trainer import load_generator
+
+    if not Path(path).is_file():
+        raise ConfigError(f"--checkpoint: {path} does not exist")
+    try:
+        generator, payload = load_generator(path, "cpu")
+    except Exception as err:
+        raise ConfigError(f"--checkpoint: {path} is not a generator file written by the train stage "
+                          f"({type(err).__name__})") from None
+    return generator, payload["spec"]
 
 
 def _champion_generator(params: Any):
@@ -188,11 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.stages import StageError
+    from pipeline.tracking import TrackingUnavailable
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (*USER_ERRORS, StageError) as err:
+    except (*USER_ERRORS, StageError, TrackingUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

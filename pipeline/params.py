@@ -35,6 +35,11 @@ class TrackingConfig:
 
     def validate(self, where: str) -> None:
         require(bool(self.uri.strip()), f"{where}.uri", "must not be empty")
+        from urllib.parse import urlsplit
+
+        require(urlsplit(self.uri).password is None, f"{where}.uri",
+                "holds a password; keep credentials out of params: use MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD for an MLflow server, PGPASSWORD or ~/.pgpass for PostgreSQL")
         require(bool(self.experiment.strip()), f"{where}.experiment", "must not be empty")
 
 
@@ -126,7 +131,9 @@ def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ())
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: not valid YAML ({getattr(err, 'problem', None) or 'parse error'}{where})") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{p}: expected a mapping of sections at the top level")
     return params_from_dict(apply_overrides(dict(raw), overrides))

@@ -10,13 +10,16 @@ never compared.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline import tracking
 from pipeline.params import Params
+from pipeline.paths import project_root
 
 
 def comparable(a: dict[str, str], b: dict[str, str]) -> bool:
@@ -43,12 +46,10 @@ def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promot
 
 def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
                        train_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, Any]:
-    """Log the pyfunc model in the training run, register it, set aliases; return a summary."""
+    """Register the generator (once per generator file), set ``challenger``, maybe move ``champion``."""
     import mlflow
 
-    from pipeline.serving import signature
-
-    tracking.configure(params.tracking)
+    exp_id = tracking.configure(params.tracking)
     client = mlflow.MlflowClient()
     name = params.register.model_name
     tags = {
@@ -56,33 +57,104 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
         "evaluator_id": str(eval_metrics["evaluator_id"]), "extractor": str(eval_metrics["extractor"]),
         "num_samples": str(eval_metrics["num_samples"]), "fid": repr(float(eval_metrics["fid"])),
         "is": repr(float(eval_metrics["is"])), "git_commit": tracking.git_commit(),
-        "dvc_stage_hash": tracking.dvc_stage_hash("train"),
+        "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": file_hash(generator_path),
     }
-    run_id = train_metrics.get("run_id")
-    from gans.io import load_torch
-
-    conditional = bool(load_torch(generator_path)["spec"]["num_classes"])  # takes a label column
-    with mlflow.start_run(run_id=run_id, run_name=tags["variant"],
-                          experiment_id=None if run_id else tracking.configure(params.tracking)):
-        info = mlflow.pyfunc.log_model(
-            name="generator", python_model=str(Path(__file__).with_name("generator_model.py")), artifacts={"generator": str(generator_path)},
-            signature=signature(conditional), model_config={"max_rows": params.serve.max_rows},
-            registered_model_name=name, pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
-        )
-        run_id = mlflow.active_run().info.run_id
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, "challenger", version)
-    champion = _current_champion(client, name)
-    promote, reason = decide_champion(tags, champion[1] if champion else None, params.register.promote)
-    if promote:
-        client.set_registered_model_alias(name, "champion", version)
-    print(f"registered {name} version {version}; champion {'moved to it' if promote else 'unchanged'}: {reason}",
+    with registry_lock(tracking.resolve_uri(params.tracking.uri)):
+        version, run_id = _existing_version(client, name, tags["generator_hash"])
+        if version is None:
+            version, run_id = _log_and_register(params, client, exp_id, generator_path,
+                                                train_metrics.get("run_id"), tags)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, "challenger", version)
+        champion = _current_champion(client, name)
+        if champion is not None and champion[0] == version:
+            promote, reason = True, "this version is already the champion"
+        else:
+            promote, reason = decide_champion(tags, champion[1] if champion else None, params.register.promote)
+        if promote:
+            client.set_registered_model_alias(name, "champion", version)
+    print(f"registered {name} version {version}; champion {'is' if promote else 'unchanged'}: {reason}",
           file=sys.stderr)
     return {"model_name": name, "version": int(version), "champion": promote, "reason": reason,
             "champion_version": int(version) if promote else (int(champion[0]) if champion else None),
             "run_id": run_id, "fid": float(eval_metrics["fid"])}
+
+
+def file_hash(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _existing_version(client: Any, name: str, generator_hash: str) -> tuple[str | None, str | None]:
+    """A version already registered for this exact generator file (a retried or repeated register)."""
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except Exception:
+        return None, None
+    for mv in versions:
+        if mv.tags.get("generator_hash") == generator_hash:
+            return str(mv.version), mv.run_id
+    return None, None
+
+
+def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: Path, run_id: str | None,
+                      tags: dict[str, str]) -> tuple[str, str]:
+    """Log the pyfunc model into the training run (or a new run if it is gone) and register it."""
+    import mlflow
+
+    from gans.io import load_torch
+    from pipeline.serving import signature
+
+    if run_id:
+        try:
+            client.get_run(run_id)
+        except Exception:
+            run_id = None
+    conditional = bool(load_torch(generator_path)["spec"]["num_classes"])  # takes a label column
+    with mlflow.start_run(run_id=run_id, run_name=tags["variant"], experiment_id=None if run_id else exp_id):
+        info = mlflow.pyfunc.log_model(
+            name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
+            artifacts={"generator": str(generator_path)}, signature=signature(conditional),
+            model_config={"max_rows": params.serve.max_rows}, registered_model_name=params.register.model_name,
+            pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
+        )
+        run_id = mlflow.active_run().info.run_id
+    return str(info.registered_model_version), run_id
+
+
+@contextlib.contextmanager
+def registry_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
+    """Serialise registrations that share a store on this machine (parallel `dvc exp run`s, two
+    projects on one sqlite file): a file lock beside the sqlite file, else in the project folder.
+    MLflow has no compare-and-set for aliases, so teams sharing a remote registry should register
+    from one scheduler (the Prefect deployment)."""
+    import fcntl
+    import time
+
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):] + ".gans-lock")
+    else:
+        path = project_root() / ".gans-registry.lock"
+    with open(path, "a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another registration holds {path} for over {timeout:.0f} s") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _current_champion(client: Any, name: str) -> tuple[str, dict[str, str]] | None:

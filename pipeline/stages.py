@@ -141,25 +141,16 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
         return None, None
 
 
-def _checkpoint_run_id() -> str | None:
-    """The tracking run recorded in the newest checkpoint, so a resumed run continues it."""
-    for path in sorted(paths.CHECKPOINTS.glob("ckpt-*.pt"), reverse=True):
-        try:
-            return load_torch(path).get("extra", {}).get("run_id")
-        except Exception:
-            continue
-    return None
-
-
 def train(params: Params) -> dict[str, Any]:
     """Train the generator (resuming from models/checkpoints/); write generator.pt, train.json, plots."""
     data = _load_set(paths.AUGMENTED / "train.pt", "augment")
     meta = _read_json(paths.AUGMENTED / "meta.json", "augment")
     aug_cfg = build_config(AugmentConfig, _read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
-    run_id, reporter = _tracking_run(params, _checkpoint_run_id(), meta)
     trainer = Trainer(model=params.model, train=params.train, augment=aug_cfg, data=data,
-                      checkpoint_dir=paths.CHECKPOINTS, data_hash=meta["hash"], reporter=reporter,
-                      extra={"run_id": run_id} if run_id else {})
+                      checkpoint_dir=paths.CHECKPOINTS, data_hash=meta["hash"])
+    run_id, reporter = _tracking_run(params, trainer.checkpoint_extra().get("run_id"), meta)
+    if reporter is not None:
+        trainer.reporter, trainer.extra["run_id"] = reporter, run_id
     result = trainer.fit()
     save_torch(trainer.generator_payload(), paths.GENERATOR)
     _write_plot(result.history, paths.TRAIN_PLOT)

@@ -23,12 +23,30 @@ def resolve_uri(uri: str, root: Path | None = None) -> str:
     return uri
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server cannot be reached."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server is down."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as err:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({type(err).__name__}); start it "
+                                  f"or point tracking.uri elsewhere, then rerun this stage") from None
+
+
 def configure(cfg: TrackingConfig) -> str:
     """Point MLflow at the store and make sure the experiment exists; return its id."""
     import mlflow
 
     warnings.filterwarnings("ignore", module="mlflow")
     uri = resolve_uri(cfg.uri)
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = mlflow.MlflowClient()

@@ -79,3 +79,41 @@ def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="train.batch_size: 500 is larger than the 200 training images"):
         _trainer(tmp_path, train=TrainConfig(batch_size=500))
+
+
+def test_a_diverging_run_stops_naming_step_and_variant_and_keeps_good_checkpoints(tmp_path: Path) -> None:
+    from gans.trainer import TrainingDiverged
+
+    exploding = TrainConfig(**{**TRAIN.__dict__, "lr_d": 1e30, "lr_g": 1e30, "steps": 30})
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(variant dcgan\)"):
+        _trainer(tmp_path, train=exploding).fit()
+    for path in (tmp_path / "ckpt").glob("ckpt-*.pt"):
+        state = torch.load(path, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+
+
+def test_on_nan_skip_drops_only_the_bad_update(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, train=TrainConfig(**{**TRAIN.__dict__, "on_nan": "skip"}))
+    t.setup()
+    real_loss = t.objective.loss
+
+    class NanOnce:
+        needs_real_in_g = False
+        calls = 0
+
+        def d_loss(self, real, fake):
+            NanOnce.calls += 1
+            out = real_loss.d_loss(real, fake)
+            return out * float("nan") if NanOnce.calls == 2 else out
+
+        def g_loss(self, fake, real):
+            return real_loss.g_loss(fake, real)
+
+    t.objective.loss = NanOnce()
+    t.train_step()
+    before = [p.detach().clone() for p in t.D.parameters()]
+    t.train_step()  # D's update is skipped, G's goes on
+    assert all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
+    t.train_step()
+    assert not all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
+    t.check_finite()  # skip mode never records a divergence

@@ -138,3 +138,16 @@ def test_variants_command_lists_every_preset_with_components(capsys: pytest.Capt
     for name, v in PRESETS.items():
         assert name in out and v.loss in out
     assert "spectral-norm" in out and "rmsprop" in out
+
+
+def test_a_new_configuration_gets_its_own_tracking_run(workspace: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    shutil.copytree(workspace / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    first = stages.train(_params(workspace, "dcgan"))
+    second = stages.train(_params(workspace, "lsgan"))
+    assert first["run_id"] != second["run_id"]
+    run = mlflow.MlflowClient(f"sqlite:///{workspace}/mlflow.db").get_run(second["run_id"])
+    assert run.data.params["model.variant"] == "lsgan" and run.data.tags["variant"] == "lsgan"
