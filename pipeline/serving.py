@@ -8,6 +8,8 @@ The same seed (and label) always gives the same image.
 from __future__ import annotations
 
 import base64
+import math
+import numbers
 from typing import Any
 
 import mlflow
@@ -55,7 +57,8 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
 def _int_column(column: pd.Series, name: str, low: int, high: int) -> list[int]:
     values = []
     for i, v in enumerate(column.tolist()):
-        if v is None or isinstance(v, bool) or not float(v).is_integer():
+        integral = isinstance(v, numbers.Integral) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+        if isinstance(v, bool) or not integral:
             raise _bad(f"row {i}: '{name}' must be an integer, got {v!r}")
         v = int(v)
         if not low <= v <= high:

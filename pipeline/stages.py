@@ -121,8 +121,6 @@ def _write_plot(history: list[dict[str, float]], path: Path) -> None:
 
 def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
     """(run_id, reporter) or (None, None) when the tracking store cannot be reached."""
-    from mlflow.entities import Param
-
     from pipeline import tracking
 
     variant = resolve_variant(params.model)
@@ -132,8 +130,7 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
         run_id = tracking.start_or_resume_run(params.tracking, run_id, run_name=variant.name, tags=tags)
         reporter = tracking.MlflowReporter(run_id)
         sections = {k: v for k, v in params.flat().items() if k.split(".")[0] in ("model", "train", "augment", "data")}
-        reporter._guard("params", reporter.client.log_batch, run_id,
-                        params=[Param(k, v[:6000]) for k, v in sections.items()])
+        tracking.log_params_once(reporter.client, run_id, sections)
         return run_id, reporter
     except Exception as err:
         print(f"warning: MLflow store {params.tracking.uri!r} unreachable ({type(err).__name__}: {err}); "

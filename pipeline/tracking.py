@@ -109,6 +109,20 @@ def start_or_resume_run(cfg: TrackingConfig, run_id: str | None, *, run_name: st
     return run.info.run_id
 
 
+def log_params_once(client: Any, run_id: str, values: dict[str, str]) -> None:
+    """Log params not yet on the run. A resumed run may change resumable keys (train.steps, ...):
+    MLflow params are immutable, so the new value goes to a tag ``resumed_with.<key>``."""
+    from mlflow.entities import Param
+
+    logged = client.get_run(run_id).data.params
+    new = [Param(k, v[:6000]) for k, v in values.items() if k not in logged]
+    if new:
+        client.log_batch(run_id, params=new)
+    for key, value in values.items():
+        if key in logged and logged[key] != value[:6000]:
+            client.set_tag(run_id, f"resumed_with.{key}", value[:5000])
+
+
 class MlflowReporter:
     """Streams scalars and sample grids of a training run to MLflow. Tracking problems
     never stop training: the first failure is reported and later calls are skipped."""

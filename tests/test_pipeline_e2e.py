@@ -140,6 +140,16 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: 
     run(["gans", "train", "-S", f"train.steps={target}"], repo)
     metrics = json.loads((repo / "metrics/train.json").read_text())
     assert metrics["resumed_from"] == last and metrics["steps"] == target
+    # The MLflow run continues: one run, marked resumed, with losses before and after the kill.
+    import mlflow
+
+    uri = f"sqlite:///{repo}/mlflow.db"
+    client = mlflow.MlflowClient(uri, uri)
+    run_ = client.get_run(metrics["run_id"])
+    assert run_.data.tags.get("resumed") == "true"
+    steps = [m.step for m in client.get_metric_history(metrics["run_id"], "loss_d")]
+    assert min(steps) <= last < max(steps) == target
+    assert len(client.search_runs([run_.info.experiment_id])) == 1
     # A rerun after completion trains nothing more.
     run(["gans", "train", "-S", f"train.steps={target}"], repo)
     again = json.loads((repo / "metrics/train.json").read_text())
