@@ -223,6 +223,8 @@ class TrainConfig:
     ema_kimg: float = 10.0  # half-life of the generator EMA, in thousands of images
     ema_rampup: float = 0.05
     on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
+    eval_every: int = 500  # steps between FID checks on the EMA generator (0 = off); the best is kept
+    eval_samples: int = 1000
 
     def validate(self, where: str) -> None:
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
@@ -235,13 +237,16 @@ class TrainConfig:
             require(value is None or value > 0, f"{where}.{key}", f"got {value}; expected a number > 0 or null")
         require(self.ema_kimg >= 0, f"{where}.ema_kimg", f"got {self.ema_kimg}; expected >= 0 (0 disables EMA)")
         require(self.ema_rampup >= 0, f"{where}.ema_rampup", f"got {self.ema_rampup}; expected >= 0")
+        require(self.eval_every >= 0, f"{where}.eval_every", f"got {self.eval_every}; expected >= 0 (0 = off)")
+        require(self.eval_samples >= 10, f"{where}.eval_samples", f"got {self.eval_samples}; expected >= 10")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluateConfig:
     """``evaluate``: how generators are scored and how the domain evaluator is trained."""
 
-    features: Literal["domain"] = "domain"
+    features: Literal["domain", "inception"] = "domain"
+    inception_weights: str = ""  # path of the FID Inception weights; empty: the torch cache
     num_samples: int = 5000
     batch_size: int = 250
     seed: int = 0

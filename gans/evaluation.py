@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -97,17 +98,43 @@ class Features:
     logits: torch.Tensor
 
 
-@torch.no_grad()
+class DomainExtractor:
+    """Features and logits of the domain classifier, with its weight hash as id."""
+
+    def __init__(self, model: DomainClassifier, device: torch.device) -> None:
+        self.model, self.device, self.id = model.to(device).eval(), device, weights_id(model)
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, *, batch_size: int, desc: str = "features") -> Features:
+        """uint8 (N, C, R, R) -> features (N, 128) and logits (N, K), float64, computed once."""
+        feats, logits = [], []
+        for chunk in tqdm(images.split(batch_size), desc=desc, unit="batch", disable=None, leave=False):
+            f = self.model.features(to_float(chunk.to(self.device)))
+            feats.append(f.double().cpu())
+            logits.append(self.model.head(f).double().cpu())
+        return Features(torch.cat(feats), torch.cat(logits))
+
+
 def extract(model: DomainClassifier, images: torch.Tensor, *, batch_size: int, device: torch.device,
             desc: str = "features") -> Features:
-    """uint8 (N, C, R, R) -> features and logits, computed once."""
-    model.eval()
-    feats, logits = [], []
-    for chunk in tqdm(images.split(batch_size), desc=desc, unit="batch", disable=None, leave=False):
-        f = model.features(to_float(chunk.to(device)))
-        feats.append(f.double().cpu())
-        logits.append(model.head(f).double().cpu())
-    return Features(torch.cat(feats), torch.cat(logits))
+    """uint8 (N, C, R, R) -> features and logits of the domain classifier."""
+    return DomainExtractor(model, device).extract(images, batch_size=batch_size, desc=desc)
+
+
+def cached_features(extractor, images: torch.Tensor, *, cache_dir: Path, key: str, batch_size: int) -> Features:
+    """Features of a fixed real set, cached on disk under ``key`` (data hash + extractor id + count)."""
+    from gans.io import load_torch, save_torch
+
+    path = cache_dir / f"{key}.pt"
+    if path.is_file():
+        try:
+            d = load_torch(path)
+            return Features(d["features"], d["logits"])
+        except Exception:
+            path.unlink(missing_ok=True)
+    out = extractor.extract(images, batch_size=batch_size, desc="real features")
+    save_torch({"features": out.features, "logits": out.logits}, path)
+    return out
 
 
 def accuracy(model: DomainClassifier, data: ImageSet, *, device: torch.device, batch_size: int = 500) -> float:
@@ -128,19 +155,25 @@ class _Precomputed(nn.Module):
         return x
 
 
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID between two feature sets (N, D) and (M, D), through torchmetrics."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    fid.update(real.double(), real=True)
+    fid.update(fake.double(), real=False)
+    return float(fid.compute())
+
+
 def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int = 1000,
                        prc_neighborhood: int = 3, is_splits: int = 10) -> dict[str, float]:
     """FID, KID (mean, std), IS (mean, std), precision and recall of ``fake`` against ``real``."""
     from torch_fidelity.metric_prc import prc_features_to_metric
-    from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
 
     warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
     dim = real.features.shape[1]
-    fid = FrechetInceptionDistance(feature=_Precomputed(dim))
-    fid.update(real.features, real=True)
-    fid.update(fake.features, real=False)
     subset = min(kid_subset_size, len(real.features), len(fake.features))
     kid = KernelInceptionDistance(feature=_Precomputed(dim), subset_size=subset)
     kid.update(real.features.float(), real=True)
@@ -152,7 +185,7 @@ def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int =
     prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=prc_neighborhood,
                                  prc_batch_size=10000, save_cpu_ram=False, verbose=False)
     return {
-        "fid": float(fid.compute()),
+        "fid": frechet_distance(real.features, fake.features),
         "kid": float(kid_mean), "kid_std": float(kid_std),
         "is": float(is_mean), "is_std": float(is_std),
         "precision": float(prc["precision"]), "recall": float(prc["recall"]),

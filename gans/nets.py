@@ -378,10 +378,17 @@ ARCHITECTURES: dict[str, tuple[Builder, Builder, Callable[[nn.Module], None]]] =
 }
 
 
-def build_networks(architecture: str, spec: NetSpec) -> tuple[Generator, Discriminator]:
-    """Build (generator, discriminator) of a registered architecture for ``spec``."""
+def check_buildable(architecture: str, spec: NetSpec) -> None:
+    """Fail early (before data or models are touched) if ``architecture`` cannot build ``spec``."""
     if architecture not in ARCHITECTURES:
         raise ConfigError(f"model.overrides.architecture: unknown {architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
+    if architecture != "mlp":
+        _geometry(spec.resolution, architecture)
+
+
+def build_networks(architecture: str, spec: NetSpec) -> tuple[Generator, Discriminator]:
+    """Build (generator, discriminator) of a registered architecture for ``spec``."""
+    check_buildable(architecture, spec)
     make_g, make_d, init = ARCHITECTURES[architecture]
     generator = Generator(body=make_g(spec=spec), spec=spec)
     discriminator = Discriminator(make_body=make_d, spec=spec)

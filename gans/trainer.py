@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, to
 from gans.data import ImageSet, to_float
 from gans.io import load_torch, save_torch
 from gans.losses import LOSSES, REGULARIZERS, Extras, GANObjective
-from gans.nets import NetSpec, build_networks
+from gans.nets import NetSpec, build_networks, check_buildable
 from gans.sampling import generate, grid_seeds_labels, image_grid
 from gans.variants import Variant, check_variant_fits, resolve_variant
 
@@ -81,7 +81,7 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 # Keys of train.* that may change between a checkpoint and its resumption.
 RESUMABLE_TRAIN_KEYS = ("device", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                        "on_nan")
+                        "on_nan", "eval_every", "eval_samples")
 MAX_SKIPPED_STEPS = 50  # train.on_nan: skip gives up after this many skipped updates in a row
 
 
@@ -94,6 +94,7 @@ class TrainResult:
     seconds: float
     variant: str
     history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, float] = field(default_factory=dict)
 
 
 class Trainer:
@@ -107,11 +108,15 @@ class Trainer:
         self.checkpoint_dir = Path(checkpoint_dir)
         self.reporter = reporter or NullReporter()
         self.extra = dict(extra or {})  # carried through checkpoints (e.g. a tracking run id)
+        # Periodic evaluation: fn(G_ema, spec) -> {"fid": ...}; the best generator by FID is kept.
+        self.evaluate_fn: Callable[[nn.Module, NetSpec], dict[str, float]] | None = None
+        self.best: dict[str, float] = {}
         self.variant: Variant = resolve_variant(model)
         data_classes = len(data.classes) if data.labels is not None else 0
         check_variant_fits(self.variant, num_classes=data_classes)
         self.spec = build_spec(self.variant, model, channels=int(data.images.shape[1]),
                                resolution=int(data.images.shape[-1]), data_classes=data_classes)
+        check_buildable(self.variant.architecture, self.spec)
         if train.batch_size > len(data):
             raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {len(data)} training images")
         resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
@@ -288,7 +293,7 @@ class Trainer:
             "sign_acc": float(self.sign_acc), "sign_count": self.sign_count,
             "rng_torch": torch.get_rng_state(), "rng_sampler": self.sampler.get_state(),
             "order": self.order, "cursor": self.cursor,
-            "history": self.history, "extra": self.extra,
+            "history": self.history, "extra": self.extra, "best": self.best,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -318,6 +323,7 @@ class Trainer:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.order, self.cursor = state["order"], state["cursor"]
         self.history = list(state["history"])
+        self.best = dict(state.get("best", {}))
         self.extra = {**state["extra"], **self.extra}
         self.step = self.resumed_from = int(state["step"])
 
@@ -367,6 +373,16 @@ class Trainer:
         self.reporter.scalars(self.step, values)
         bar.set_postfix(loss_d=f"{values['loss_d']:.3f}", loss_g=f"{values['loss_g']:.3f}", p=f"{values['ada_p']:.3f}")
 
+    def _periodic_eval(self) -> None:
+        """Score the EMA generator; keep ``best.pt`` (generator payload) when its FID is the lowest so far."""
+        self.check_finite()
+        result = self.evaluate_fn(self.G_ema, self.spec)
+        self.reporter.scalars(self.step, result)
+        if "fid" in result and result["fid"] < self.best.get("fid", float("inf")):
+            self.best = {"fid": float(result["fid"]), "step": float(self.step)}
+            save_torch({**self.generator_payload(), "fid": result["fid"]}, self.checkpoint_dir / "best.pt")
+        self.G_ema.eval()
+
     def sample_grid(self) -> torch.Tensor:
         """uint8 (C, H, W) grid of EMA samples with fixed seeds."""
         seeds, labels = grid_seeds_labels(self.spec.num_classes)
@@ -395,6 +411,9 @@ class Trainer:
                         last = self.history[-1]
                         print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
                               f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
+                if self.evaluate_fn is not None and cfg.eval_every and (
+                        self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    self._periodic_eval()
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.check_finite()
                     self.save_checkpoint()
@@ -403,7 +422,7 @@ class Trainer:
                   file=sys.stderr)
         seconds = time.perf_counter() - started
         done = self.step - start_step
-        return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p,
+        return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p, best=self.best,
                            img_per_s=done * cfg.batch_size * self.variant.n_critic / seconds if done else 0.0,
                            seconds=seconds, variant=self.variant.name, history=self.history)
 

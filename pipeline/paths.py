@@ -17,6 +17,7 @@ EVALUATOR_METRICS = METRICS / "evaluator.json"
 REGISTER_METRICS = METRICS / "register.json"
 TRAIN_PLOT = Path("plots/train.csv")
 GRID = Path("samples/grid.png")
+REFERENCE_CACHE = Path(".cache/reference")  # real-feature cache, under the project root
 
 
 def project_root(start: Path | None = None) -> Path:

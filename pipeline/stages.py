@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,16 @@ import torch
 
 from gans.config import AugmentConfig, build_config, to_dict
 from gans.data import ImageSet, load_source, split_holdout
-from gans.evaluation import (accuracy, classifier_from_payload, classifier_payload, cluster_purity, extract,
-                             generative_metrics, train_classifier)
+from gans.evaluation import (DomainExtractor, Features, accuracy, cached_features, classifier_from_payload,
+                             classifier_payload, cluster_purity, frechet_distance, generative_metrics,
+                             train_classifier)
 from gans.io import atomic_write, load_torch, save_json, save_torch
 from gans.sampling import generate, grid_seeds_labels, image_grid, png_bytes
 from gans.trainer import Trainer, load_generator, resolve_device
 from gans.variants import resolve_variant
 from pipeline import paths
 from pipeline.params import Params
+from pipeline.paths import project_root
 
 
 class StageError(RuntimeError):
@@ -148,12 +151,15 @@ def train(params: Params) -> dict[str, Any]:
     run_id, reporter = _tracking_run(params, trainer.checkpoint_extra().get("run_id"), meta)
     if reporter is not None:
         trainer.reporter, trainer.extra["run_id"] = reporter, run_id
+    if params.train.eval_every:
+        trainer.evaluate_fn = periodic_fid(params, resolve_device(params.train.device))
     result = trainer.fit()
     save_torch(trainer.generator_payload(), paths.GENERATOR)
     _write_plot(result.history, paths.TRAIN_PLOT)
     metrics = {"steps": result.steps, "resumed_from": result.resumed_from, "ada_p": result.ada_p,
                "img_per_s": result.img_per_s, "seconds": result.seconds, "variant": result.variant,
-               "run_id": run_id, "data_hash": meta["hash"], "device": str(trainer.device)}
+               "run_id": run_id, "data_hash": meta["hash"], "device": str(trainer.device),
+               "best_fid": result.best.get("fid"), "best_step": int(result.best["step"]) if result.best else None}
     save_json(metrics, paths.TRAIN_METRICS)
     if reporter is not None:
         reporter._guard("finishing the run", _finish_train_run, reporter, metrics)
@@ -177,37 +183,97 @@ def _finish_train_run(reporter, metrics: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- evaluate
 
 
+def _extractor(params: Params, domain: DomainExtractor, device: torch.device):
+    """The feature extractor ``evaluate.features`` names, and its label for reports."""
+    if params.evaluate.features == "inception":
+        from gans.inception import InceptionExtractor, resolve_weights
+
+        ext = InceptionExtractor(resolve_weights(params.evaluate.inception_weights), device)
+        return ext, f"inception:{ext.id}"
+    return domain, f"domain:{domain.id}"
+
+
+def _check_extractor_inputs(params: Params) -> None:
+    """Fail before any work when the Inception weights are missing or unreadable."""
+    if params.evaluate.features == "inception":
+        from gans.inception import check_weights, resolve_weights
+
+        check_weights(resolve_weights(params.evaluate.inception_weights))
+
+
+def _real_features(extractor, label: str, holdout: ImageSet, batch_size: int) -> Features:
+    """Holdout features, cached by extractor id, data hash and count: a second evaluation reuses them."""
+    data_hash = _read_json(paths.PREPARED / "meta.json", "prepare")["hash"]
+    key = f"{label.replace(':', '-')}-{data_hash}-{len(holdout)}"
+    return cached_features(extractor, holdout.images, cache_dir=project_root() / paths.REFERENCE_CACHE, key=key,
+                           batch_size=batch_size)
+
+
+def _eval_labels(spec: dict[str, Any], n: int) -> list[int] | None:
+    k = spec["num_classes"]
+    return [i % k for i in range(n)] if k else None
+
+
+def _label_metrics(spec: dict[str, Any], labels: list[int], predicted: torch.Tensor, real: Features,
+                   fake: Features, holdout: ImageSet) -> dict[str, Any]:
+    """Conditional accuracy and per-class FID (class-conditional), or cluster purity (InfoGAN)."""
+    y = torch.tensor(labels)
+    if spec["conditioning"] == "infogan":
+        return {"cluster_purity": cluster_purity(y, predicted)}
+    out: dict[str, Any] = {"conditional_accuracy": float((predicted == y).double().mean())}
+    if holdout.labels is not None:
+        per_class = {}
+        for c in range(spec["num_classes"]):
+            r, f = real.features[holdout.labels == c], fake.features[y == c]
+            if len(r) >= 2 and len(f) >= 2:
+                per_class[str(c)] = frechet_distance(r, f)
+        out["per_class_fid"] = per_class
+    return out
+
+
 def evaluate(params: Params) -> dict[str, Any]:
-    """Score the EMA generator against the holdout with the domain evaluator; write eval.json and the grid."""
+    """Score the EMA generator against the holdout; write eval.json and the sample grid."""
     cfg = params.evaluate
     device = resolve_device(params.train.device)
+    _check_extractor_inputs(params)
     generator, gpayload = load_generator(_require_file(paths.GENERATOR, "train"), device)
+    spec = gpayload["spec"]
     epayload = load_torch(_require_file(paths.EVALUATOR, "evaluator"), map_location=device)
-    classifier = classifier_from_payload(epayload, device)
+    domain = DomainExtractor(classifier_from_payload(epayload, device), device)
+    extractor, label = _extractor(params, domain, device)
     holdout = _load_set(paths.PREPARED / "holdout.pt", "prepare")
-    num_classes = gpayload["spec"]["num_classes"]
     seeds = list(range(cfg.seed * 10_000_000, cfg.seed * 10_000_000 + cfg.num_samples))
-    labels = [i % num_classes for i in range(cfg.num_samples)] if num_classes else None
-    fake = generate(generator, seeds, labels, z_dim=gpayload["spec"]["z_dim"], device=device,
-                    batch_size=cfg.batch_size)
-    real_f = extract(classifier, holdout.images, batch_size=cfg.batch_size, device=device, desc="real features")
-    fake_f = extract(classifier, fake, batch_size=cfg.batch_size, device=device, desc="fake features")
-    metrics = generative_metrics(real_f, fake_f, kid_subset_size=cfg.kid_subset_size)
-    if num_classes:
-        predicted = fake_f.logits.argmax(1)
-        if gpayload["spec"]["conditioning"] == "infogan":
-            metrics["cluster_purity"] = cluster_purity(torch.tensor(labels), predicted)
-        else:
-            metrics["conditional_accuracy"] = float((predicted == torch.tensor(labels)).double().mean())
-    metrics.update({"extractor": f"domain:{epayload['id']}", "evaluator_id": epayload["id"],
-                    "num_samples": cfg.num_samples, "num_real": len(holdout),
-                    "variant": gpayload["variant"]["name"], "step": gpayload["step"]})
-    grid_seeds, grid_labels = grid_seeds_labels(num_classes)
-    grid = image_grid(generate(generator, grid_seeds, grid_labels, z_dim=gpayload["spec"]["z_dim"], device=device))
+    labels = _eval_labels(spec, cfg.num_samples)
+    fake = generate(generator, seeds, labels, z_dim=spec["z_dim"], device=device, batch_size=cfg.batch_size)
+    real_f = _real_features(extractor, label, holdout, cfg.batch_size)
+    fake_f = extractor.extract(fake, batch_size=cfg.batch_size, desc="generated features")
+    metrics: dict[str, Any] = generative_metrics(real_f, fake_f, kid_subset_size=cfg.kid_subset_size)
+    if labels is not None:
+        domain_logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=cfg.batch_size).logits
+        metrics.update(_label_metrics(spec, labels, domain_logits.argmax(1), real_f, fake_f, holdout))
+    metrics.update({"extractor": label, "evaluator_id": extractor.id, "num_samples": cfg.num_samples,
+                    "num_real": len(holdout), "variant": gpayload["variant"]["name"], "step": gpayload["step"]})
+    grid_seeds, grid_labels = grid_seeds_labels(spec["num_classes"])
+    grid = image_grid(generate(generator, grid_seeds, grid_labels, z_dim=spec["z_dim"], device=device))
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     save_json(metrics, paths.EVAL_METRICS)
     _log_eval(params, metrics)
     return metrics
+
+
+def periodic_fid(params: Params, device: torch.device):
+    """fn(G, spec) -> {"fid": ...} on ``train.eval_samples`` samples with the domain features, for the trainer."""
+    epayload = load_torch(_require_file(paths.EVALUATOR, "evaluator"), map_location=device)
+    domain = DomainExtractor(classifier_from_payload(epayload, device), device)
+    holdout = _load_set(paths.PREPARED / "holdout.pt", "prepare")
+    real = _real_features(domain, f"domain:{domain.id}", holdout, 250)
+    n = params.train.eval_samples
+
+    def fn(generator: torch.nn.Module, spec) -> dict[str, float]:
+        fake = generate(generator, list(range(n)), _eval_labels(asdict(spec), n), z_dim=spec.z_dim, device=device)
+        return {"fid": frechet_distance(real.features, domain.extract(fake, batch_size=250, desc="fid").features)}
+
+    return fn
 
 
 def _log_eval(params: Params, metrics: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ BIN = str(Path(sys.executable).parent)
 # Small enough for a 2-core CPU: every stage of the pipeline in a few seconds.
 TINY = {
     "data": {"source": "digits", "resolution": 16, "max_images": 400},
-    "train": {"steps": 40, "batch_size": 32, "checkpoint_every": 10, "log_every": 5, "sample_every": 20},
+    "train": {"steps": 40, "batch_size": 32, "checkpoint_every": 10, "log_every": 5, "sample_every": 20,
+              "eval_every": 20, "eval_samples": 50},
     "model": {"width": 16, "z_dim": 16},
     "evaluate": {"num_samples": 200, "evaluator_epochs": 3, "batch_size": 100, "kid_subset_size": 50},
 }

@@ -40,6 +40,9 @@ def _inputs(ws: Path) -> None:
     np.savez(ws / "single.npz", images=np.zeros((1, 8, 8), np.uint8))
     (ws / "notnpz.npz").write_text("hello")
     (ws / "broken.yaml").write_text("train: [unclosed\n")
+    import torch
+
+    torch.save({"weight": torch.zeros(2)}, ws / "tensors.pt")
 
 
 SETUPS = {

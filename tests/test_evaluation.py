@@ -31,3 +31,70 @@ def test_inception_score_of_a_confident_balanced_classifier_is_the_class_count()
     fake = Features(torch.randn(1000, 4).double(), logits)
     result = generative_metrics(_features(torch.randn(500, 4)), fake, kid_subset_size=100, is_splits=1)
     assert result["is"] == pytest.approx(k, rel=1e-4)
+
+
+def test_frechet_distance_matches_pytorch_fid() -> None:
+    import numpy as np
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from gans.evaluation import frechet_distance
+
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(600, 16, generator=g, dtype=torch.float64)
+    b = torch.randn(500, 16, generator=g, dtype=torch.float64) @ torch.randn(16, 16, generator=g, dtype=torch.float64) + 0.3
+    ref = calculate_frechet_distance(a.mean(0).numpy(), np.cov(a.numpy(), rowvar=False),
+                                     b.mean(0).numpy(), np.cov(b.numpy(), rowvar=False))
+    assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
+
+
+def test_cluster_purity() -> None:
+    from gans.evaluation import cluster_purity
+
+    codes = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert cluster_purity(codes, torch.tensor([3, 3, 5, 5, 1, 1])) == 1.0
+    assert cluster_purity(codes, torch.tensor([3, 4, 5, 5, 1, 2])) == pytest.approx(4 / 6)
+
+
+def _random_inception_weights(path) -> None:
+    """A randomly initialised InceptionV3 in the file format torch-fidelity reads (the real weights
+    cannot be downloaded here): build the module, stopping before it loads weights."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3 as Inception
+
+    empty = path.with_suffix(".empty")
+    torch.save({}, empty)
+    model = Inception.__new__(Inception)
+    torch.manual_seed(0)
+    with pytest.raises(RuntimeError):  # load_state_dict({}) fails after every layer exists
+        Inception.__init__(model, "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(empty))
+    torch.save(model.state_dict(), path)
+
+
+@pytest.mark.e2e
+def test_inception_fid_equals_torch_fidelity_on_the_same_weights(tmp_path) -> None:
+    import torch_fidelity
+
+    from gans.evaluation import frechet_distance
+    from gans.inception import InceptionExtractor
+
+    weights = tmp_path / "inception.pth"
+    _random_inception_weights(weights)
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(32, 1, 32, 32, generator=g) * 255).to(torch.uint8)
+    b = (torch.rand(32, 1, 32, 32, generator=g) ** 2 * 255).to(torch.uint8)
+    ext = InceptionExtractor(weights, torch.device("cpu"))
+    ours = frechet_distance(ext.extract(a, batch_size=16).features, ext.extract(b, batch_size=16).features)
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x.expand(-1, 3, -1, -1)
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    theirs = torch_fidelity.calculate_metrics(input1=Images(b), input2=Images(a), fid=True, cuda=False,
+                                              feature_extractor_weights_path=str(weights), verbose=False,
+                                              cache=False, batch_size=16)["frechet_inception_distance"]
+    assert ours == pytest.approx(theirs, rel=1e-3)

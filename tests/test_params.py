@@ -51,7 +51,7 @@ def test_overrides_are_typed_as_yaml() -> None:
     ("augment.diffaugment=color,blur", "augment.diffaugment: unknown policy 'blur'"),
     ("augment.ada.target=1.5", "augment.ada.target: got 1.5; expected a number in (0, 1)"),
     ("augment.ada.pipeline=xyz", "augment.ada.pipeline: got 'xyz'; allowed values: b, bg, bgc, c"),
-    ("evaluate.features=clip", "evaluate.features: got 'clip'; allowed values: domain"),
+    ("evaluate.features=clip", "evaluate.features: got 'clip'; allowed values: domain, inception"),
     ("register.promote=sometimes", "register.promote: got 'sometimes'; allowed values: if_better, always, never"),
     ("train=5", "train: expected a mapping of keys"),
     ("steps", "expected KEY=VALUE"),

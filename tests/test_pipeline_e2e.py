@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from conftest import make_project, run, subprocess_env, tiny_params
@@ -38,6 +39,10 @@ def test_dvc_repro_writes_every_output(tiny_repo: Path) -> None:
     rows = (tiny_repo / "plots/train.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss_d,loss_g") and len(rows) == 1 + 40 // 5
     assert (tiny_repo / "dvc.lock").is_file()
+    # Periodic FID every 20 steps; the best generator by FID is kept beside the last checkpoints.
+    assert train["best_step"] in (20, 40) and train["best_fid"] > 0
+    best = torch.load(tiny_repo / "models/checkpoints/best.pt", weights_only=True)
+    assert best["fid"] == pytest.approx(train["best_fid"]) and best["step"] == train["best_step"]
 
 
 def test_dvc_repro_again_changes_nothing(tiny_repo: Path) -> None:
@@ -61,6 +66,7 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert run_.data.tags["component.loss"] == "non-saturating"
     history = client.get_metric_history(mv.run_id, "loss_d")
     assert [m.step for m in history] == list(range(5, 41, 5))
+    assert [m.step for m in client.get_metric_history(mv.run_id, "fid")] == [20, 40]
     assert "eval_fid" in run_.data.metrics
     assert json.loads((tiny_repo / "metrics/register.json").read_text())["champion"] is True
 
@@ -122,7 +128,7 @@ def test_bad_requests_get_errors_and_server_keeps_serving(server: str, payload: 
 
 def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: Path) -> None:
     repo = make_project(tmp_path / "resume", tiny_params({"train": {"steps": 3000, "checkpoint_every": 20}}))
-    for stage in ("prepare", "augment"):
+    for stage in ("prepare", "augment", "evaluator"):
         run(["gans", stage], repo)
     ckpts = repo / "models/checkpoints"
     proc = subprocess.Popen(["gans", "train"], cwd=repo, env=subprocess_env(),

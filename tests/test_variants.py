@@ -35,7 +35,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _params(root: Path, variant: str, **model):
     raw = tiny_params({"model": {"variant": variant, "width": 8, "z_dim": 8, **model},
-                       "train": {"steps": 3, "batch_size": 16, "log_every": 1, "sample_every": 3, "checkpoint_every": 3},
+                       "train": {"steps": 3, "batch_size": 16, "log_every": 1, "sample_every": 3, "checkpoint_every": 3,
+                                 "eval_every": 0},
                        "tracking": {"uri": f"sqlite:///{root}/mlflow.db"}})
     return params_from_dict(raw)
 
