@@ -31,3 +31,11 @@ test-fast: install
 
 clean:
 	rm -rf data/prepared data/augmented models metrics plots samples mlflow.db mlartifacts
+
+bench: install
+	python bench/variants.py
+	python bench/eval.py
+
+bench-quick: install
+	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
+	python bench/eval.py --samples 2000
