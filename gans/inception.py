@@ -9,7 +9,6 @@ uint8 RGB input (greyscale is repeated to three channels).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from tqdm.auto import tqdm
 
 from gans.config import ConfigError
 from gans.evaluation import Features
+from gans.io import file_hash
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_FILE
@@ -51,11 +51,7 @@ def resolve_weights(path: str) -> Path:
 
 
 def weights_id(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:12]
+    return file_hash(path, 12)
 
 
 def check_weights(weights: Path) -> None:

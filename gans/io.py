@@ -38,6 +38,17 @@ def save_text(text: str, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def file_hash(path: str | Path, length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's sha256, read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
     """Load a file written by ``save_torch`` without unpickling arbitrary objects."""
     return torch.load(path, map_location=map_location, weights_only=True)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from gans.io import file_hash
 from pipeline import tracking
 from pipeline.params import Params
 from pipeline.paths import project_root
@@ -79,16 +80,6 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
     return {"model_name": name, "version": int(version), "champion": promote, "reason": reason,
             "champion_version": int(version) if promote else (int(champion[0]) if champion else None),
             "run_id": run_id, "fid": float(eval_metrics["fid"])}
-
-
-def file_hash(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _existing_version(client: Any, name: str, generator_hash: str) -> tuple[str | None, str | None]:

@@ -12,6 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Prefect binds its console log handler to the stream of the moment it first configures logging; do it
+# now, before a test's capsys swaps in a stream that is closed when that test ends.
+from prefect.logging.configuration import setup_logging  # noqa: E402
+
+setup_logging()
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 
