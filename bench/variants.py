@@ -31,7 +31,7 @@ def run_preset(name: str, base: list[str], work: Path) -> dict:
     started = time.perf_counter()
     train = stages.train(params)
     ev = stages.evaluate(params)
-    history = [json.loads(json.dumps(r)) for r in _history(work)]
+    history = _history(work)
     grad = [r["grad_norm"] for r in history if r.get("grad_norm") not in (None, "")]
     return {"variant": name, "fid": ev["fid"], "is": ev["is"], "kid": ev["kid"],
             "cond": ev.get("conditional_accuracy", ev.get("cluster_purity")),
@@ -41,7 +41,6 @@ def run_preset(name: str, base: list[str], work: Path) -> dict:
 
 
 def _history(work: Path) -> list[dict]:
-    import csv
 
     # grad_norm is not in plots/train.csv; read it from the newest checkpoint's history.
     from gans.io import load_torch

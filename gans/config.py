@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -53,12 +52,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         require(value in allowed, key, f"got {value!r}; allowed values: {', '.join(map(str, allowed))}")
         return value
     if origin in (Union, types.UnionType):
-        errors = []
         for option in get_args(tp):
             try:
                 return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                continue
         raise ConfigError(f"{key}: got {value!r}; expected {_type_name(tp)}")
     if tp is type(None):
         require(value is None, key, f"got {value!r}; expected null")
