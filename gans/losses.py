@@ -305,6 +305,10 @@ ARCHITECTURAL_REGULARIZERS = ("spectral-norm", "minibatch-discrimination")
 Augment = Callable[[torch.Tensor], torch.Tensor]
 
 
+def _identity(images: torch.Tensor) -> torch.Tensor:
+    return images
+
+
 # ---------------------------------------------------------------- the objective
 
 
@@ -325,7 +329,7 @@ class GANObjective:
     """The forward passes of each training phase for one generator/discriminator pair."""
 
     def __init__(self, *, generator: nn.Module, discriminator: nn.Module, loss: AdversarialLoss,
-                 augment: Augment, regularizers: tuple[Callable[..., Any], ...] = (),
+                 augment: Augment = _identity, regularizers: tuple[Callable[..., Any], ...] = (),
                  extras: Extras = Extras()) -> None:
         self.G, self.D, self.loss, self.augment = generator, discriminator, loss, augment
         self.regularizers, self.extras = regularizers, extras
@@ -359,8 +363,9 @@ class GANObjective:
             aux = F.cross_entropy(self.D.aux(h_real).float(), real_labels) + \
                 F.cross_entropy(self.D.aux(h_fake).float(), fake_labels)
             loss, stats["aux_d"] = loss + aux, aux.detach()
-        if self.extras.infogan:
-            info = self._info_loss(h_fake, fake_labels, z)
+        if self.extras.infogan:  # Q reads the generator's output as is: augmentation would blur the codes
+            h_plain = h_fake if self.augment is _identity else self.D.features(fake, fake_labels)
+            info = self._info_loss(h_plain, fake_labels, z)
             loss, stats["info_d"] = loss + info, info.detach()
         ctx = RegContext(self.D, real_aug, fake_aug, real_labels, fake_labels)
         for reg in self.regularizers:
@@ -375,7 +380,8 @@ class GANObjective:
     def g_phase(self, z: torch.Tensor, labels: torch.Tensor | None, real: torch.Tensor | None = None,
                 real_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """z: (N, z_dim) -> (G loss, stats); ``real`` is needed by relativistic losses and feature matching."""
-        h_fake = self.D.features(self.augment(self.G(z, labels)), labels)
+        fake = self.G(z, labels)
+        h_fake = self.D.features(self.augment(fake), labels)
         fake_logits = self.D.logits(h_fake, labels).float()
         real_logits, h_real = None, None
         if self.loss.needs_real_in_g or self.extras.feature_matching:
@@ -392,7 +398,8 @@ class GANObjective:
             aux = F.cross_entropy(self.D.aux(h_fake).float(), labels)
             loss, stats["aux_g"] = loss + aux, aux.detach()
         if self.extras.infogan:
-            info = self._info_loss(h_fake, labels, z)
+            h_plain = h_fake if self.augment is _identity else self.D.features(fake, labels)
+            info = self._info_loss(h_plain, labels, z)
             loss, stats["info_g"] = loss + info, info.detach()
         stats["loss_g"] = loss.detach()
         return loss, stats

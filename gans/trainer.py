@@ -142,7 +142,8 @@ class Trainer:
         self.opt_d = _optimizer(v, self.D, cfg.lr_d or v.lr_d)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.ada: AugmentPipe | None = build_ada(self.augment_cfg.ada).to(self.device) if self.augment_cfg.ada.enabled else None
-        self.objective = build_objective(v, self.G, self.D, self._augment)
+        augmenting = self.ada is not None or bool(self.augment_cfg.diffaugment_policies)
+        self.objective = build_objective(v, self.G, self.D, self._augment if augmenting else None)
         self.images = self.data.images.to(self.device)
         self.labels = None if self.data.labels is None else self.data.labels.to(self.device)
         self.sampler = torch.Generator().manual_seed(cfg.seed)
@@ -451,14 +452,14 @@ def build_spec(variant: Variant, model: ModelConfig, *, channels: int, resolutio
                    attention_res=variant.attention_res or resolution // 2)
 
 
-def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment) -> GANObjective:
+def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment=None) -> GANObjective:
     """The loss, regularizers and auxiliary objectives of ``variant`` bound to G and D."""
     regs = tuple(REGULARIZERS[r](**variant.reg_args.get(r, {})) for r in variant.regularizers if r in REGULARIZERS)
     extras = Extras(acgan=variant.conditioning == "acgan", infogan=variant.conditioning == "infogan",
                     info_categories=variant.info_categories, info_continuous=variant.info_continuous,
                     feature_matching=variant.feature_matching)
     return GANObjective(generator=G, discriminator=D, loss=LOSSES[variant.loss](**variant.loss_args),
-                        augment=augment, regularizers=regs, extras=extras)
+                        regularizers=regs, extras=extras, **({"augment": augment} if augment else {}))
 
 
 def _optimizer(variant: Variant, module: nn.Module, lr: float) -> torch.optim.Optimizer:
