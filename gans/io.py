@@ -34,10 +34,6 @@ def save_json(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
 
 
-def save_text(text: str, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def file_hash(path: str | Path, length: int = 16) -> str:
     """The first ``length`` hex digits of a file's sha256, read in 1 MiB chunks."""
     import hashlib

@@ -47,11 +47,6 @@ class Variant:
         """True when G and D take labels from the data (CGAN, projection, ACGAN)."""
         return self.conditioning in LABELLED_CONDITIONING
 
-    @property
-    def takes_labels(self) -> bool:
-        """True when the generator takes a label column (data labels or InfoGAN's categorical code)."""
-        return self.conditioning != "none"
-
     def components(self) -> dict[str, str]:
         """The axes as strings, for listings and run tags."""
         loss = self.loss + (f"({_kw(self.loss_args)})" if self.loss_args else "")

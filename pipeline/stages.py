@@ -162,7 +162,7 @@ def train(params: Params) -> dict[str, Any]:
                "best_fid": result.best.get("fid"), "best_step": int(result.best["step"]) if result.best else None}
     save_json(metrics, paths.TRAIN_METRICS)
     if reporter is not None:
-        reporter._guard("finishing the run", _finish_train_run, reporter, metrics)
+        reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
     return metrics
 
 

@@ -134,7 +134,7 @@ class MlflowReporter:
         self.run_id = run_id
         self.failed = False
 
-    def _guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
         if self.failed:
             return
         try:
@@ -150,10 +150,10 @@ class MlflowReporter:
 
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(v), ts, step) for k, v in values.items()]
-        self._guard("logging", self.client.log_batch, self.run_id, metrics=metrics)
+        self.guard("logging", self.client.log_batch, self.run_id, metrics=metrics)
 
     def image(self, step: int, grid: torch.Tensor) -> None:
         array = grid.permute(1, 2, 0).numpy()
         if array.shape[2] == 1:
             array = array[:, :, 0]
-        self._guard("image logging", self.client.log_image, self.run_id, array, key="samples", step=step)
+        self.guard("image logging", self.client.log_image, self.run_id, array, key="samples", step=step)
