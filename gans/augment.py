@@ -159,9 +159,12 @@ class AugmentPipe(nn.Module):
             out = torch.where(changed[:, None, None, None], self._warp(images, m), images)
         if set(self.ops) - GEOMETRIC:
             c, changed = self._color(n, images.device)
-            rgb = out if ch == 3 else out.expand(n, 3, *out.shape[2:])
-            mixed = torch.einsum("nij,njhw->nihw", c[:, :3, :3].to(out.dtype), rgb) + c[:, :3, 3, None, None].to(out.dtype)
-            mixed = mixed if ch == 3 else mixed.mean(dim=1, keepdim=True)
+            c = c.to(out.dtype)
+            if ch == 3:
+                mixed = torch.einsum("nij,njhw->nihw", c[:, :3, :3], out) + c[:, :3, 3, None, None]
+            else:  # grey = equal RGB: the mean of the transformed channels is one scale and offset per image
+                scale, offset = c[:, :3, :3].sum(2).mean(1), c[:, :3, 3].mean(1)
+                mixed = out * scale[:, None, None, None] + offset[:, None, None, None]
             out = torch.where(changed[:, None, None, None], mixed, out)
         return out
 

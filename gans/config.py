@@ -155,6 +155,7 @@ class ADAConfig:
     interval: int = 4  # minibatches between p adjustments
     speed_kimg: float = 100.0  # thousands of images for p to move from 0 to 1
     pipeline: Literal["b", "bg", "bgc", "c"] = "bgc"
+    mode: Literal["adaptive", "fixed"] = "adaptive"  # fixed: p stays at initial_p (the paper's ablation)
     initial_p: float = 0.0
 
     def validate(self, where: str) -> None:
@@ -162,6 +163,9 @@ class ADAConfig:
         require(self.interval >= 1, f"{where}.interval", f"got {self.interval}; expected >= 1")
         require(self.speed_kimg > 0, f"{where}.speed_kimg", f"got {self.speed_kimg}; expected > 0")
         require(0.0 <= self.initial_p < 1.0, f"{where}.initial_p", f"got {self.initial_p}; expected [0, 1)")
+        require(not (self.enabled and self.mode == "fixed" and self.initial_p == 0.0), f"{where}.initial_p",
+                "is 0 with mode: fixed, which never augments; set initial_p in (0, 1) (e.g. 0.2) or use "
+                "mode: adaptive")
 
 
 STATIC_AUGMENTATIONS = ("xflip",)

@@ -38,9 +38,15 @@ class Reporter(Protocol):
 
     def image(self, step: int, grid: torch.Tensor) -> None: ...
 
+    def series(self, key: str, points: list[tuple[int, float]]) -> None:
+        """Several (step, value) points of one metric at once (e.g. ADA's p at every adjustment)."""
+
 
 class NullReporter:
     def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def series(self, key: str, points: list[tuple[int, float]]) -> None:
         pass
 
     def image(self, step: int, grid: torch.Tensor) -> None:
@@ -151,6 +157,7 @@ class Trainer:
         self.cursor = 0
         self.sign_acc = torch.zeros((), device=self.device)
         self.sign_count = 0
+        self.p_log: list[tuple[int, torch.Tensor]] = []  # (step, p) at each adjustment, flushed at log time
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)  # first step with a non-finite loss
         self.skipped_in_a_row = 0
 
@@ -248,8 +255,9 @@ class Trainer:
             self._diverged(f"a loss became NaN or infinite at step {first}")
 
     def _ada_observe(self, sign_mean: torch.Tensor) -> None:
-        """Accumulate E[sign(D(real))]; adjust p every ``augment.ada.interval`` minibatches."""
-        if self.ada is None:
+        """Accumulate E[sign(D(real))]; adjust p every ``augment.ada.interval`` minibatches
+        (``augment.ada.mode: fixed`` keeps p where it started)."""
+        if self.ada is None or self.augment_cfg.ada.mode == "fixed":
             return
         self.sign_acc += sign_mean
         self.sign_count += 1
@@ -259,6 +267,7 @@ class Trainer:
             self.ada.p.copy_(ada_adjust(self.ada.p, r_t, target=cfg.target,
                                         batch_images=self.train_cfg.batch_size * self.sign_count,
                                         speed_kimg=cfg.speed_kimg))
+            self.p_log.append((self.step + 1, self.ada.p.detach().clone()))
             self.sign_acc.zero_()
             self.sign_count = 0
 
@@ -369,6 +378,10 @@ class Trainer:
     def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
         values = {k: float(v) for k, v in stats.items()}
         values["ada_p"] = self.ada_p
+        if self.p_log:  # every adjustment since the last log, in one host sync
+            ps = torch.stack([p for _, p in self.p_log]).tolist()
+            self.reporter.series("ada_p", [(step, p) for (step, _), p in zip(self.p_log, ps)])
+            self.p_log.clear()
         self.check_finite()
         self.history.append({"step": float(self.step), **values})
         self.reporter.scalars(self.step, values)

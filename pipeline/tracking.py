@@ -101,12 +101,27 @@ def start_or_resume_run(cfg: TrackingConfig, run_id: str | None, *, run_name: st
             run = client.get_run(run_id)
             client.update_run(run_id, status="RUNNING")
             client.set_tag(run_id, "resumed", "true")
+            adopt_parent(client, run_id)
             return run.info.run_id
         except Exception:
             pass
     name = os.environ.get("DVC_EXP_NAME") or run_name
     run = client.create_run(exp_id, run_name=name, tags=tags)
+    adopt_parent(client, run.info.run_id)
     return run.info.run_id
+
+
+PARENT_RUN_ENV = "GANS_PARENT_RUN_ID"
+
+
+def adopt_parent(client: Any, run_id: str) -> None:
+    """Nest ``run_id`` under the MLflow run that ``$GANS_PARENT_RUN_ID`` names (``gans sweep`` sets it for
+    its experiments), unless the run already has a parent: a run restored from DVC's cache keeps its own."""
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if not parent or parent == run_id:
+        return
+    if "mlflow.parentRunId" not in client.get_run(run_id).data.tags:
+        client.set_tag(run_id, "mlflow.parentRunId", parent)
 
 
 def log_params_once(client: Any, run_id: str, values: dict[str, str]) -> None:
@@ -151,6 +166,15 @@ class MlflowReporter:
         ts = int(time.time() * 1000)
         metrics = [Metric(k, float(v), ts, step) for k, v in values.items()]
         self.guard("logging", self.client.log_batch, self.run_id, metrics=metrics)
+
+    def series(self, key: str, points: list[tuple[int, float]]) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        ts = int(time.time() * 1000)
+        metrics = [Metric(key, float(v), ts, step) for step, v in points]
+        for start in range(0, len(metrics), 1000):  # MLflow's log_batch takes at most 1000 metrics
+            self.guard("logging", self.client.log_batch, self.run_id, metrics=metrics[start:start + 1000])
 
     def image(self, step: int, grid: torch.Tensor) -> None:
         array = grid.permute(1, 2, 0).numpy()

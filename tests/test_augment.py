@@ -52,3 +52,13 @@ def test_diffaugment_changes_images_and_keeps_gradients(policy: str) -> None:
     assert y.shape == x.shape and not torch.allclose(y, x)
     y.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_colour_ops_on_grey_images_match_the_rgb_maths() -> None:
+    grey = _images(c=1)
+    pipe = AugmentPipe(ops=PIPELINES["bgc"], p=0.7)
+    torch.manual_seed(1)
+    out_grey = pipe(grey)
+    torch.manual_seed(1)
+    out_rgb = pipe(grey.expand(-1, 3, -1, -1).contiguous())
+    assert torch.allclose(out_grey, out_rgb.mean(dim=1, keepdim=True), atol=1e-5)

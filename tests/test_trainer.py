@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,38 @@ def test_on_nan_skip_drops_only_the_bad_update(tmp_path: Path) -> None:
     t.train_step()
     assert not all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
     t.check_finite()  # skip mode never records a divergence
+
+
+class _SeriesRecorder:
+    def __init__(self) -> None:
+        self.points: list[tuple[int, float]] = []
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def image(self, step: int, grid: torch.Tensor) -> None:
+        pass
+
+    def series(self, key: str, points: list[tuple[int, float]]) -> None:
+        assert key == "ada_p"
+        self.points.extend(points)
+
+
+def test_ada_p_is_reported_at_every_adjustment(tmp_path: Path) -> None:
+    rec = _SeriesRecorder()
+    result = _trainer(tmp_path, reporter=rec).fit()
+    # interval 4 minibatches, one D step per G step: adjustments at steps 4, 8, 12
+    assert [s for s, _ in rec.points] == [4, 8, 12]
+    assert rec.points[-1][1] == pytest.approx(result.ada_p)
+    assert all(0 <= p < 1 for _, p in rec.points)
+
+
+def test_fixed_mode_keeps_p_and_checkpoints_it(tmp_path: Path) -> None:
+    fixed = AugmentConfig(ada=ADAConfig(mode="fixed", initial_p=0.3, speed_kimg=1.0))
+    rec = _SeriesRecorder()
+    t = _trainer(tmp_path, augment=fixed, reporter=rec)
+    result = t.fit()
+    assert result.ada_p == pytest.approx(0.3) and rec.points == []
+    assert all(row["ada_p"] == pytest.approx(0.3) for row in result.history)
+    more = _trainer(tmp_path, augment=fixed, train=dataclasses.replace(TRAIN, steps=15))
+    assert more.fit().resumed_from == 12 and more.ada_p == pytest.approx(0.3)
