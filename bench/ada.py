@@ -1,6 +1,8 @@
 """Augmentation on limited data: DCGAN on mnist5k subsets without augmentation, with DiffAugment and with ADA.
 
-    python bench/ada.py [--steps 1500] [--sizes 500,1000,4500] [--samples 5000]
+    python bench/ada.py [--steps 1500] [--sizes 500,1000,4500] [--samples 5000] [--overhead-windows 7]
+
+``--sizes ""`` runs only the step-cost part; ``--overhead-windows 0`` skips it.
 
 Every run trains the same preset for the same step budget through the
 pipeline's own train and evaluate stages in a scratch folder
@@ -105,7 +107,7 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--overhead-windows", type=int, default=7)
+    ap.add_argument("--overhead-windows", type=int, default=7, help="0 skips the step-cost part")
     ap.add_argument("--title", default="ADA and DiffAugment on limited data")
     args = ap.parse_args()
     work = ROOT / "bench/out/ada"
@@ -118,24 +120,27 @@ def main() -> None:
     if not Path("models/evaluator.pt").is_file():
         stages.prepare(params)
         stages.evaluator(params)
-    cost = step_overhead(base, windows=args.overhead_windows, steps=10)
-    print(json.dumps(cost), flush=True)
     command = (f"python bench/ada.py --steps {args.steps} --sizes {args.sizes} --samples {args.samples} "
                f"--width {args.width}")
+    if args.overhead_windows:
+        cost = step_overhead(base, windows=args.overhead_windows, steps=10)
+        print(json.dumps(cost), flush=True)
+        write_section("ADA step cost", (
+            f"Machine: {machine()}. Command: `{command}`. One DCGAN training step (width {args.width}, batch 64, "
+            f"32x32) without augmentation and with ADA (`bgc`, p held at 0.5), interleaved in one process: "
+            f"{cost['windows']} windows of {cost['steps']} steps each, medians: {cost['off_s'] * 1000:.1f} ms without, "
+            f"{cost['on_s'] * 1000:.1f} ms with ADA; ratio **{cost['ratio']:.3f}** (goal < 1.15)."))
     head = (f"Machine: {machine()}. Command: `{command}`. DCGAN (width {args.width}, batch 64) trained for "
             f"{args.steps} generator steps on the first N images of mnist5k's training split (32x32); ADA = "
             f"`bgc` pipeline, adaptive p (target 0.6, interval 4, speed 100 kimg); DiffAugment = "
             f"color,translation,cutout. Domain FID/KID/IS on {args.samples} samples against the same 500 holdout "
-            f"images.\n\nStep cost, interleaved in one process ({cost['windows']} windows of {cost['steps']} "
-            f"steps, medians): {cost['off_s'] * 1000:.1f} ms without augmentation, {cost['on_s'] * 1000:.1f} ms "
-            f"with ADA (bgc, p = 0.5): ratio **{cost['ratio']:.3f}** (goal < 1.15).\n\n")
+            f"images.\n\n")
     rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):
         for mode in args.modes.split(","):
             rows.append(run(size, mode, base))
             print(json.dumps(rows[-1]), flush=True)
             write_section(args.title, head + table(rows))
-
 
 if __name__ == "__main__":
     main()
