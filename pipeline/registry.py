@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -108,7 +109,9 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
         except Exception:
             run_id = None
     conditional = bool(load_torch(generator_path)["spec"]["num_classes"])  # takes a label column
-    with mlflow.start_run(run_id=run_id, run_name=tags["variant"], experiment_id=None if run_id else exp_id):
+    # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
+    run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
+    with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
         info = mlflow.pyfunc.log_model(
             name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
             artifacts={"generator": str(generator_path)}, signature=signature(conditional),

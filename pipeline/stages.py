@@ -288,6 +288,7 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
 
         tracking.configure(params.tracking)
         client = mlflow.MlflowClient()
+        tracking.adopt_parent(client, run_id)
         numbers = {f"eval_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
         client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, int(metrics["step"]))
                                           for k, v in numbers.items()])
@@ -312,7 +313,32 @@ def register(params: Params) -> dict[str, Any]:
     result = register_generator(params, generator_path=paths.GENERATOR, eval_metrics=eval_metrics,
                                 train_metrics=train_metrics, data_meta=meta)
     save_json(result, paths.REGISTER_METRICS)
+    _log_lineage(params, result["run_id"])
     return result
+
+
+def _log_lineage(params: Params, run_id: str | None) -> None:
+    """Attach to the run what reproduces it: params.yaml, the params as resolved (with -S overrides),
+    dvc.lock as of this stage (every stage before register) and metrics/*.json. A warning on failure."""
+    from pipeline import tracking
+
+    if not run_id:
+        return
+    try:
+        import mlflow
+
+        tracking.configure(params.tracking)
+        client = mlflow.MlflowClient()
+        tracking.adopt_parent(client, run_id)
+        for name in ("params.yaml", "dvc.lock"):
+            if Path(name).is_file():
+                client.log_artifact(run_id, name, "config")
+        client.log_dict(run_id, params.to_dict(), "config/params.resolved.yaml")
+        for path in sorted(paths.METRICS.glob("*.json")):
+            client.log_artifact(run_id, str(path), "metrics")
+    except Exception as err:  # noqa: BLE001 - tracking trouble never fails a registered version
+        print(f"warning: could not log params, dvc.lock and metrics to MLflow ({type(err).__name__}: {err})",
+              file=sys.stderr)
 
 
 STAGES = {"prepare": prepare, "augment": augment, "evaluator": evaluator, "train": train,
