@@ -1,4 +1,14 @@
-"""The pipeline as a Prefect flow: the same stage functions as tasks, in DVC's order.
+"""The pipeline as a Prefect flow: the same stages as tasks, in DVC's order.
+
+In a DVC project (a ``.dvc`` folder and ``dvc.yaml`` here) each task runs its
+stage through DVC (``dvc repro --single-item STAGE``): DVC decides whether the
+stage reruns, skips it when nothing it depends on changed, and records the
+run in ``dvc.lock``; the task returns what the stage wrote (its metrics file).
+With ``-S`` overrides (or a ``--params`` file other than the project's
+params.yaml) DVC would not see the change, so the tasks run the stage
+functions in this process and the flow logs that ``dvc.lock`` does not record
+the run (``dvc exp run -S ...`` is the way to get lineage with overrides).
+Outside a DVC project the tasks always run in process.
 
 Tasks pass file paths implicitly (each stage reads what the previous wrote),
 never models. Registration retries, since a tracking server may be briefly
@@ -7,48 +17,93 @@ unreachable. The flow publishes a markdown artifact with the metrics table.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from pipeline import paths
+from pipeline import dvcrun, paths
 from pipeline.params import load_params
-from pipeline.stages import STAGES
+from pipeline.stages import STAGES, StageError
+
+# What each stage writes that the flow hands on as the stage's result.
+RESULT_FILES = {
+    "prepare": paths.PREPARED / "meta.json", "augment": paths.AUGMENTED / "meta.json",
+    "evaluator": paths.EVALUATOR_METRICS, "train": paths.TRAIN_METRICS, "evaluate": paths.EVAL_METRICS,
+    "register": paths.REGISTER_METRICS,
+}
+SKIPPED = ("didn't change, skipping", "is cached - skipping run")
 
 
-def _run_stage(name: str, params_file: str, overrides: list[str]) -> dict[str, Any]:
+def dvc_mode(params_file: str, overrides: list[str], root: Path | None = None) -> tuple[bool, str]:
+    """(run the stages through DVC?, why). Only a DVC project's own params.yaml, without overrides,
+    is what DVC sees; anything else runs in process."""
+    root = (root or Path.cwd()).resolve()
+    if not dvcrun.is_dvc_project(root):
+        return False, "not a DVC project (no .dvc and dvc.yaml here): stages run in process"
+    if Path(params_file).resolve() != root / "params.yaml":
+        return False, (f"--params {params_file} is not the project's params.yaml, which DVC reads: stages run in "
+                       "process and dvc.lock does not record this run")
+    if overrides:
+        return False, ("-S overrides are not in params.yaml, so DVC would not see them: stages run in process "
+                       "and dvc.lock does not record this run (for lineage with overrides use "
+                       "`dvc exp run -S ...` or `gans sweep`)")
+    return True, ("stages run through DVC (dvc repro --single-item): unchanged stages are skipped and dvc.lock "
+                  "records the run")
+
+
+def repro_stage(name: str) -> dict[str, Any]:
+    """``dvc repro --single-item NAME``, its output printed to the log; the stage's result file, read back."""
+    skipped = False
+    try:
+        for line in dvcrun.stream("repro", "--single-item", name):
+            print(line)
+            skipped = skipped or any(marker in line for marker in SKIPPED)
+    except dvcrun.DvcFailed as err:
+        raise StageError(str(err)) from None
+    print(f"stage {name}: {'unchanged, skipped by DVC' if skipped else 'ran'}")
+    result_file = RESULT_FILES[name]
+    if not result_file.is_file():
+        raise StageError(f"dvc repro --single-item {name} succeeded but {result_file} is missing")
+    return json.loads(result_file.read_text())
+
+
+def _run_stage(name: str, params_file: str, overrides: list[str], via_dvc: bool) -> dict[str, Any]:
+    if via_dvc:
+        return repro_stage(name)
     return STAGES[name](load_params(params_file, overrides))
 
 
 @task(name="prepare")
-def prepare_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("prepare", params_file, overrides)
+def prepare_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("prepare", params_file, overrides, via_dvc)
 
 
 @task(name="augment")
-def augment_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("augment", params_file, overrides)
+def augment_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("augment", params_file, overrides, via_dvc)
 
 
 @task(name="evaluator")
-def evaluator_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("evaluator", params_file, overrides)
+def evaluator_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("evaluator", params_file, overrides, via_dvc)
 
 
 @task(name="train")
-def train_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("train", params_file, overrides)
+def train_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("train", params_file, overrides, via_dvc)
 
 
 @task(name="evaluate")
-def evaluate_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("evaluate", params_file, overrides)
+def evaluate_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("evaluate", params_file, overrides, via_dvc)
 
 
 @task(name="register", retries=2, retry_delay_seconds=10)
-def register_task(params_file: str, overrides: list[str]) -> dict[str, Any]:
-    return _run_stage("register", params_file, overrides)
+def register_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("register", params_file, overrides, via_dvc)
 
 
 def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], registered: dict[str, Any]) -> str:
@@ -57,8 +112,8 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
         ("ADA p", f"{train['ada_p']:.3f}"), ("FID", f"{evaluation['fid']:.3f}"), ("IS", f"{evaluation['is']:.3f}"),
         ("KID", f"{evaluation['kid']:.5f}"), ("precision", f"{evaluation['precision']:.3f}"),
         ("recall", f"{evaluation['recall']:.3f}"),
-        ("features", f"{evaluation['extractor']} ({evaluation['num_samples']} generated, "
-                     f"{evaluation['num_real']} real)"),
+        ("features", (f"{evaluation['extractor']} ({evaluation['num_samples']} generated, "
+                      f"{evaluation['num_real']} real)")),
         ("model version", f"{registered['model_name']} v{registered['version']}"),
         ("champion", "yes" if registered["champion"] else f"no: {registered['reason']}"),
     ]
@@ -71,15 +126,22 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
 
 @flow(name="gan-pipeline", log_prints=True)
 def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """prepare -> augment -> evaluator -> train -> evaluate -> register."""
+    """prepare -> augment -> evaluator -> train -> evaluate -> register (through DVC in a DVC project)."""
     o = list(overrides or [])
-    prepare_task(params_file, o)
-    augment_task(params_file, o)
-    evaluator_task(params_file, o)
-    trained = train_task(params_file, o)
-    evaluation = evaluate_task(params_file, o)
-    registered = register_task(params_file, o)
-    create_markdown_artifact(key="gan-pipeline-summary", markdown=metrics_markdown(trained, evaluation, registered),
+    via_dvc, why = dvc_mode(params_file, o)
+    if via_dvc or not (Path.cwd() / ".dvc").is_dir():
+        get_run_logger().info(why)
+    else:
+        get_run_logger().warning(why)
+    prepare_task(params_file, o, via_dvc)
+    augment_task(params_file, o, via_dvc)
+    evaluator_task(params_file, o, via_dvc)
+    trained = train_task(params_file, o, via_dvc)
+    evaluation = evaluate_task(params_file, o, via_dvc)
+    registered = register_task(params_file, o, via_dvc)
+    lineage = "dvc.lock (stages run through DVC)" if via_dvc else why
+    create_markdown_artifact(key="gan-pipeline-summary",
+                             markdown=metrics_markdown(trained, evaluation, registered) + f"\nLineage: {lineage}\n",
                              description="metrics of the latest pipeline run")
     return {"train": trained, "evaluate": evaluation, "register": registered}
 

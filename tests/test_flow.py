@@ -1,28 +1,55 @@
-"""The Prefect flow on a real (temporary, session-wide) Prefect server."""
+"""The Prefect flow on a real (temporary, session-wide) Prefect server: in process, and through DVC."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-
-from conftest import tiny_params
-
-pytestmark = pytest.mark.e2e
+from conftest import make_project, run, tiny_params
 
 
-def test_flow_runs_every_stage_and_publishes_a_summary(prefect_server, tmp_path: Path, monkeypatch) -> None:
+def _summaries() -> list:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gan-pipeline-summary"])))
+
+    return asyncio.run(artifacts())
+
+
+def _no_mlflow_env(monkeypatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.setenv(var, "unset-by-test")  # monkeypatch restores the outer value afterwards
+        monkeypatch.delenv(var)
+
+
+def test_the_flow_goes_through_dvc_only_where_dvc_sees_the_params(tmp_path: Path) -> None:
+    from pipeline.flows import dvc_mode
+
+    (tmp_path / "params.yaml").write_text("{}")
+    assert dvc_mode("params.yaml", [], tmp_path)[0] is False  # no .dvc, no dvc.yaml
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}")
+    assert dvc_mode(str(tmp_path / "params.yaml"), [], tmp_path)[0] is True
+    via_dvc, why = dvc_mode(str(tmp_path / "params.yaml"), ["train.steps=5"], tmp_path)
+    assert via_dvc is False and "dvc.lock does not record this run" in why
+    assert dvc_mode(str(tmp_path / "other.yaml"), [], tmp_path)[0] is False
+
+
+@pytest.mark.e2e
+def test_flow_runs_every_stage_and_publishes_a_summary(prefect_server, tmp_path: Path, monkeypatch) -> None:
     from pipeline.flows import gan_pipeline
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.setenv(var, "unset-by-test")  # monkeypatch restores the outer value afterwards
-        monkeypatch.delenv(var)
+    _no_mlflow_env(monkeypatch)
     state = gan_pipeline(params_file="params.yaml", overrides=["train.steps=20", "register.model_name=flow-gen"],
                          return_state=True)
     assert state.is_completed(), state
@@ -32,12 +59,40 @@ def test_flow_runs_every_stage_and_publishes_a_summary(prefect_server, tmp_path:
     for out in ("metrics/eval.json", "samples/grid.png", "models/generator.pt"):
         assert (tmp_path / out).is_file(), out
 
-    import asyncio
-
-    async def artifacts():
-        async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gan-pipeline-summary"])))
-
-    found = asyncio.run(artifacts())
+    found = _summaries()
     assert found and "| FID |" in found[-1].data
+
+
+@pytest.mark.e2e
+def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefect_server, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    from pipeline.flows import gan_pipeline
+
+    small = {"train": {"steps": 10, "eval_every": 0}, "evaluate": {"num_samples": 100, "evaluator_epochs": 1}}
+    repo = make_project(tmp_path / "project", tiny_params(small))
+    monkeypatch.chdir(repo)
+    _no_mlflow_env(monkeypatch)
+    t0 = time.monotonic()
+    first = gan_pipeline(params_file="params.yaml", return_state=True)
+    first_s = time.monotonic() - t0
+    assert first.is_completed(), first
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "augment", "evaluator", "train", "evaluate", "register"}
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+    result = first.result()
+    assert result["train"] == json.loads((repo / "metrics/train.json").read_text())
+    assert result["register"]["version"] == 1 and result["register"]["champion"]
+    assert "Lineage: dvc.lock" in _summaries()[-1].data
+
+    generator = repo / "models/generator.pt"
+    before = (generator.stat().st_mtime_ns, (repo / "dvc.lock").read_text(), (repo / "metrics/train.json").read_text())
+    t0 = time.monotonic()
+    second = gan_pipeline(params_file="params.yaml", return_state=True)
+    second_s = time.monotonic() - t0
+    assert second.is_completed(), second
+    # Nothing changed: DVC skipped every stage, so nothing was trained or registered again.
+    assert (generator.stat().st_mtime_ns, (repo / "dvc.lock").read_text(),
+            (repo / "metrics/train.json").read_text()) == before
+    assert second.result()["register"]["version"] == 1
+    print(f"flow through DVC: first run {first_s:.0f} s, second (all skipped) {second_s:.0f} s")
+    assert second_s < first_s
