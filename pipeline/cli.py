@@ -48,6 +48,16 @@ def cmd_flow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pipeline.sweep import run_sweep
+
+    sweep = run_sweep(args.params, list(args.set or ()), jobs=args.jobs)
+    print(sweep.table())
+    print(f"\nMLflow: parent run {sweep.parent_run_id} (nested runs per experiment); "
+          "DVC: dvc exp show, dvc metrics diff EXP1 EXP2, dvc plots diff EXP1 EXP2")
+    return 0 if all(r.ok for r in sweep.results) else 1
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     from pipeline.flows import serve_deployment
 
@@ -177,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                         ("evaluate", "FID/IS/KID/PR and the sample grid"), ("register", "register in MLflow")]:
         add(stage, _stage(stage), text)
     add("flow", cmd_flow, "run every stage as a Prefect flow")
+    p = add("sweep", cmd_sweep, "run every combination of comma-separated -S values as DVC experiments, "
+                                 "nested under one MLflow run, and compare them")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="experiments at a time (default 1)")
     p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of the flow (needs a Prefect server)")
     p.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *'")
     p.add_argument("--interval", type=float, help="schedule every N seconds")
