@@ -166,7 +166,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         state = "champion" if reg["champion"] else f"not champion ({reg['reason']})"
         print(f"registered {reg['model_name']} version {reg['version']}: {state}")
     print(f"sample grid: {paths.GRID.resolve()}")
-    print(f"compare runs: mlflow ui --backend-store-uri {params.tracking.uri}")
+    uri = params.tracking.uri
+    print(f"compare runs: open {uri}" if uri.startswith(("http://", "https://"))
+          else f"compare runs: mlflow ui --backend-store-uri {uri}")
     print("serve the champion: gans serve   (then POST /invocations {\"dataframe_records\": [{\"seed\": 0}]})")
     return 0
 
