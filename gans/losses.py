@@ -11,6 +11,7 @@ loop only schedules phases and optimiser steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -189,12 +190,22 @@ LOSSES: dict[str, Callable[..., AdversarialLoss]] = {
 
 
 def gradient_norm(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """(N,) L2 norms of dD/dx at ``images``, with a graph for the penalty's backward."""
+    """(N,) L2 norms of dD/dx at ``images``, with a graph for the penalty's backward.
+
+    Always in float32 (autocast off, images cast), whatever ``train.precision`` is: the penalty
+    differentiates a gradient, which bf16/fp16 would round away. A ``torch.compile``d D runs eagerly
+    here, since compiled graphs do not support the double backward the penalty needs."""
     images = images.detach().float().requires_grad_(True)
-    with torch.autocast(images.device.type, enabled=False):
-        out = discriminator(images, labels)
-    (grad,) = torch.autograd.grad(out.sum(), images, create_graph=True)
-    return grad.flatten(1).norm(dim=1)
+    eager = torch.compiler.set_stance("force_eager") if _is_compiled(discriminator) else contextlib.nullcontext()
+    with torch.autocast(images.device.type, enabled=False), eager:  # the backward's matmuls too
+        out = discriminator(images, labels).float()
+        (grad,) = torch.autograd.grad(out.sum(), images, create_graph=True)
+        return grad.flatten(1).norm(dim=1)
+
+
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` or a submodule was compiled in place (``nn.Module.compile``)."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in module.modules())
 
 
 def _interpolate(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -129,3 +129,26 @@ def test_every_registered_loss_is_finite_and_differentiable() -> None:
         total = loss.d_loss(real, fake) + loss.g_loss(fake, real if loss.needs_real_in_g else None)
         total.backward()
         assert torch.isfinite(total) and fake.grad is not None, name
+
+
+def test_penalties_run_in_float32_under_bf16_autocast() -> None:
+    """The penalty differentiates a gradient: autocast is off inside it and the inputs are cast to fp32."""
+    from gans.losses import gradient_norm
+
+    class Critic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+                                     nn.Linear(4 * 8 * 8, 1))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+            return self.net(x).squeeze(1)
+
+    torch.manual_seed(0)
+    critic, images = Critic(), torch.randn(6, 1, 8, 8).bfloat16()  # a bf16 batch, as autocast produces
+    exact = gradient_norm(critic, images.float(), None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert critic(images.float()).dtype == torch.bfloat16  # autocast is really on out here
+        norms = gradient_norm(critic, images, None)
+    assert norms.dtype == torch.float32
+    torch.testing.assert_close(norms, exact)  # fp32 maths, not bf16's 3 significant digits
