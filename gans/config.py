@@ -227,8 +227,15 @@ class TrainConfig:
     on_nan: Literal["stop", "skip"] = "stop"  # a non-finite loss stops the run, or its update is skipped
     eval_every: int = 500  # steps between FID checks on the EMA generator (0 = off); the best is kept
     eval_samples: int = 1000
+    channels_last: bool | str = "auto"  # NHWC networks and batches; auto: on CUDA, off on the CPU
+    compile: bool = False  # torch.compile G and D's trunk for the training step
+    distributed: bool | str = "auto"  # data-parallel over torchrun's processes; auto: when it started several
 
     def validate(self, where: str) -> None:
+        for key in ("channels_last", "distributed"):
+            value = getattr(self, key)
+            require(isinstance(value, bool) or value == "auto", f"{where}.{key}",
+                    f"got {value!r}; allowed values: auto, true, false")
         ok_device = self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:")
         require(ok_device, f"{where}.device", f"got {self.device!r}; allowed values: auto, cpu, cuda, cuda:N, mps")
         for key in ("batch_size", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every"):

@@ -156,10 +156,13 @@ class _Precomputed(nn.Module):
 
 
 def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """FID between two feature sets (N, D) and (M, D), through torchmetrics."""
+    """FID between two feature sets (N, D) and (M, D), through torchmetrics.
+
+    The features are complete in this process: torchmetrics must not gather them from other ranks
+    (under torchrun only rank 0 evaluates, and a sync would wait for the others forever)."""
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]))
+    fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1]), sync_on_compute=False)
     fid.update(real.double(), real=True)
     fid.update(fake.double(), real=False)
     return float(fid.compute())
@@ -175,11 +178,11 @@ def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int =
     warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
     dim = real.features.shape[1]
     subset = min(kid_subset_size, len(real.features), len(fake.features))
-    kid = KernelInceptionDistance(feature=_Precomputed(dim), subset_size=subset)
+    kid = KernelInceptionDistance(feature=_Precomputed(dim), subset_size=subset, sync_on_compute=False)
     kid.update(real.features.float(), real=True)
     kid.update(fake.features.float(), real=False)
     kid_mean, kid_std = kid.compute()
-    inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=is_splits)
+    inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=is_splits, sync_on_compute=False)
     inception.update(fake.logits)
     is_mean, is_std = inception.compute()
     prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=prc_neighborhood,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import inspect
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from gans import distributed
 from gans.augment import AugmentPipe, ada_adjust, build_ada, diffaugment
 from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, to_dict
 from gans.data import ImageSet, to_float
@@ -87,8 +89,9 @@ def fingerprint(payload: dict[str, Any]) -> str:
 
 # Keys of train.* that may change between a checkpoint and its resumption.
 RESUMABLE_TRAIN_KEYS = ("device", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every",
-                        "on_nan", "eval_every", "eval_samples")
+                        "on_nan", "eval_every", "eval_samples", "channels_last", "compile", "distributed")
 MAX_SKIPPED_STEPS = 50  # train.on_nan: skip gives up after this many skipped updates in a row
+RANK_SEED_STRIDE = 1_000_003  # rank r draws latents and augmentations from seed + r * stride
 
 
 @dataclass
@@ -101,6 +104,8 @@ class TrainResult:
     variant: str
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    world_size: int = 1
+    replicas: list[dict[str, Any]] = field(default_factory=list)  # per rank: step and weight digest
 
 
 class Trainer:
@@ -125,6 +130,15 @@ class Trainer:
         check_buildable(self.variant.architecture, self.spec)
         if train.batch_size > len(data):
             raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {len(data)} training images")
+        # Under torchrun, train.batch_size is the global batch: each of the world_size ranks takes its share.
+        self.dist = distributed.context_from_env(train.distributed)
+        world = self.dist.world_size
+        if train.batch_size % world:
+            raise ConfigError(f"train.batch_size: {train.batch_size} does not split evenly over the {world} "
+                              f"processes torchrun started; use a multiple of {world}")
+        self.local_batch = train.batch_size // world
+        self.device = distributed.rank_device(self.dist, resolve_device(train.device))
+        self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else bool(train.channels_last)
         resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
         self.fingerprint = fingerprint({"model": to_dict(model), "train": resumable,
                                         "augment": to_dict(augment), "data": data_hash})
@@ -132,34 +146,54 @@ class Trainer:
         self.resumed_from: int | None = None
         self.history: list[dict[str, float]] = []
 
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): it writes files, reports, samples and evaluates."""
+        return self.dist.is_main
+
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
         """Build networks, optimisers, EMA, augmentation and the data sampler on the device."""
         cfg, v = self.train_cfg, self.variant
-        self.device = resolve_device(cfg.device)
+        distributed.init(self.dist, self.device)
         self.dtype = resolve_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
         self.G, self.D = build_networks(v.architecture, self.spec)
-        self.G.to(self.device)
-        self.D.to(self.device)
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+        self.G.to(self.device, memory_format=fmt)
+        self.D.to(self.device, memory_format=fmt)
+        distributed.broadcast_state(self.dist, self.G, self.D)  # every rank starts from rank 0's weights
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_g = _optimizer(v, self.G, cfg.lr_g or v.lr_g)
-        self.opt_d = _optimizer(v, self.D, cfg.lr_d or v.lr_d)
+        self.opt_flags = optimizer_flags(v.optimizer, self.device)
+        self.opt_g = _optimizer(v, self.G, cfg.lr_g or v.lr_g, self.opt_flags)
+        self.opt_d = _optimizer(v, self.D, cfg.lr_d or v.lr_d, self.opt_flags)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.ada: AugmentPipe | None = build_ada(self.augment_cfg.ada).to(self.device) if self.augment_cfg.ada.enabled else None
         augmenting = self.ada is not None or bool(self.augment_cfg.diffaugment_policies)
         self.objective = build_objective(v, self.G, self.D, self._augment if augmenting else None)
+        if cfg.compile:
+            self._compile()
         self.images = self.data.images.to(self.device)
         self.labels = None if self.data.labels is None else self.data.labels.to(self.device)
-        self.sampler = torch.Generator().manual_seed(cfg.seed)
-        self.order = torch.empty(0, dtype=torch.int64)
+        self.sampler = torch.Generator().manual_seed(cfg.seed)  # the global batch order, the same on every rank
+        self.order = torch.empty(0, dtype=torch.int64, device=self.device)
         self.cursor = 0
         self.sign_acc = torch.zeros((), device=self.device)
         self.sign_count = 0
         self.p_log: list[tuple[int, torch.Tensor]] = []  # (step, p) at each adjustment, flushed at log time
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=self.device)  # first step with a non-finite loss
         self.skipped_in_a_row = 0
+        if self.dist.enabled:  # latents, augmentation and dropout differ per rank; weights do not
+            torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
+
+    def _compile(self) -> None:
+        """``torch.compile`` G and D's trunk in place (``nn.Module.compile``), so the modules and their
+        ``state_dict`` keys stay as they are (no ``_orig_mod.``). D is compiled at its body because the
+        objective calls ``features``/``logits``, not ``forward``; G_ema (sampling) stays eager. Gradient
+        penalties run D eagerly: compiled graphs have no double backward (see ``gans.losses.gradient_norm``)."""
+        self.G.compile()
+        self.D.body.compile()
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         policies = self.augment_cfg.diffaugment_policies
@@ -177,18 +211,22 @@ class Trainer:
     # ------------------------------------------------------------------ data
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        n, b = len(self.data), self.train_cfg.batch_size
-        if self.cursor + b > len(self.order):
-            self.order = torch.randperm(n, generator=self.sampler)
+        """This rank's share of the next global batch: (local_batch, C, R, R) reals and their labels.
+        The epoch's order goes to the device once per epoch; slicing it needs no host transfer."""
+        n, b, rank = len(self.data), self.local_batch, self.dist.rank
+        if self.cursor + self.train_cfg.batch_size > len(self.order):
+            self.order = torch.randperm(n, generator=self.sampler).to(self.device)
             self.cursor = 0
-        idx = self.order[self.cursor:self.cursor + b].to(self.device)
-        self.cursor += b
+        idx = self.order[self.cursor + rank * b:self.cursor + (rank + 1) * b]
+        self.cursor += self.train_cfg.batch_size
         real = to_float(self.images[idx])
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         return real, None if self.labels is None else self.labels[idx]
 
     def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """z (N, z_dim [+ InfoGAN continuous codes in U(-1, 1)]) and labels (or the categorical code)."""
-        b, spec = self.train_cfg.batch_size, self.spec
+        b, spec = self.local_batch, self.spec
         z = torch.randn(b, spec.z_dim, device=self.device)
         if spec.info_continuous:
             z = torch.cat([z, torch.rand(b, spec.info_continuous, device=self.device) * 2 - 1], dim=1)
@@ -219,15 +257,17 @@ class Trainer:
         self._optimise(loss_g, self.opt_g)
         stats.update(g_stats)
         self.step += 1
+        distributed.broadcast_state(self.dist, self.G, self.D, buffers_only=True)  # as DDP's broadcast_buffers
         self._update_ema()
         return stats
 
     def _optimise(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> bool:
-        """Back-propagate and step. ``on_nan: stop`` records the first non-finite loss without a host
-        sync (checked at log and checkpoint time); ``skip`` drops the update (one sync per step)."""
+        """Back-propagate, average the gradients over the ranks, and step. ``on_nan: stop`` records the
+        first non-finite loss without a host sync (checked at log and checkpoint time); ``skip`` drops the
+        update (one sync per step; under torchrun every rank skips when any rank's loss is non-finite)."""
         finite = torch.isfinite(loss.detach())
         if self.train_cfg.on_nan == "skip":
-            if not bool(finite):
+            if not bool(distributed.minimum(self.dist, finite.int())):
                 opt.zero_grad(set_to_none=True)
                 self.skipped_in_a_row += 1
                 if self.skipped_in_a_row > MAX_SKIPPED_STEPS:
@@ -237,6 +277,7 @@ class Trainer:
         else:
             self.first_bad = torch.where((self.first_bad < 0) & ~finite, self.step + 1, self.first_bad)
         self.scaler.scale(loss).backward()
+        distributed.average_gradients(self.dist, [p for group in opt.param_groups for p in group["params"]])
         self.scaler.step(opt)
         self.scaler.update()
         return True
@@ -249,21 +290,28 @@ class Trainer:
             f"use train.precision: fp32, or set train.on_nan: skip.")
 
     def check_finite(self) -> None:
-        """Raise TrainingDiverged if any loss since the start was NaN or infinite (one host sync)."""
-        first = int(self.first_bad)
+        """Raise TrainingDiverged if any loss since the start was NaN or infinite (one host sync; under
+        torchrun a collective: every rank raises, with the earliest step any rank saw)."""
+        bad = self.first_bad
+        if self.dist.enabled:
+            never = torch.iinfo(torch.int64).max
+            bad = distributed.minimum(self.dist, torch.where(bad < 0, never, bad))
+            bad = torch.where(bad == never, -1, bad)
+        first = int(bad)
         if first >= 0:
             self._diverged(f"a loss became NaN or infinite at step {first}")
 
     def _ada_observe(self, sign_mean: torch.Tensor) -> None:
         """Accumulate E[sign(D(real))]; adjust p every ``augment.ada.interval`` minibatches
-        (``augment.ada.mode: fixed`` keeps p where it started)."""
+        (``augment.ada.mode: fixed`` keeps p where it started). Under torchrun r_t is averaged over the
+        ranks, so p moves alike everywhere."""
         if self.ada is None or self.augment_cfg.ada.mode == "fixed":
             return
         self.sign_acc += sign_mean
         self.sign_count += 1
         cfg = self.augment_cfg.ada
         if self.sign_count >= cfg.interval:
-            r_t = self.sign_acc / self.sign_count
+            r_t = distributed.average(self.dist, self.sign_acc / self.sign_count)
             self.ada.p.copy_(ada_adjust(self.ada.p, r_t, target=cfg.target,
                                         batch_images=self.train_cfg.batch_size * self.sign_count,
                                         speed_kimg=cfg.speed_kimg))
@@ -302,40 +350,70 @@ class Trainer:
             "ada_p": self.ada_p,
             "sign_acc": float(self.sign_acc), "sign_count": self.sign_count,
             "rng_torch": torch.get_rng_state(), "rng_sampler": self.sampler.get_state(),
-            "order": self.order, "cursor": self.cursor,
+            "order": self.order.cpu(), "cursor": self.cursor,
             "history": self.history, "extra": self.extra, "best": self.best,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
         return state
 
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
     def save_checkpoint(self) -> Path:
-        """Write ``ckpt-STEP.pt`` atomically and keep the newest ``train.keep_checkpoints``."""
-        path = save_torch(self.state_dict(), self.checkpoint_dir / f"ckpt-{self.step:08d}.pt")
-        for old in sorted(self.checkpoint_dir.glob("ckpt-*.pt"))[: -self.train_cfg.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+        """Write ``ckpt-STEP.pt`` atomically and keep the newest ``train.keep_checkpoints``.
+
+        Under torchrun every rank calls this: the ranks' RNG states are gathered into the file, rank 0
+        writes it, and the others wait at a barrier until it is in place."""
+        rng_ranks = distributed.gather_objects(self.dist, self._rng_state()) if self.dist.enabled else None
+        path = self.checkpoint_dir / f"ckpt-{self.step:08d}.pt"
+        if self.is_main:
+            state = self.state_dict()
+            if rng_ranks is not None:
+                state["rng_ranks"] = rng_ranks
+            save_torch(state, path)
+            for old in sorted(self.checkpoint_dir.glob("ckpt-*.pt"))[: -self.train_cfg.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        distributed.barrier(self.dist)
         return path
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        _load_optimizer(self.opt_g, state["opt_g"], self.opt_flags)
+        _load_optimizer(self.opt_d, state["opt_d"], self.opt_flags)
         self.scaler.load_state_dict(state["scaler"])
         if self.ada is not None:
             self.ada.p.fill_(state["ada_p"])
         self.sign_acc.fill_(state["sign_acc"])
         self.sign_count = state["sign_count"]
-        torch.set_rng_state(state["rng_torch"])
-        self.sampler.set_state(state["rng_sampler"])
-        if "rng_cuda" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        self.order, self.cursor = state["order"], state["cursor"]
+        self.step = self.resumed_from = int(state["step"])
+        self._load_rng(state)
+        self.sampler.set_state(state["rng_sampler"].cpu())
+        self.order, self.cursor = state["order"].to(self.device), state["cursor"]
         self.history = list(state["history"])
         self.best = dict(state.get("best", {}))
         self.extra = {**state["extra"], **self.extra}
-        self.step = self.resumed_from = int(state["step"])
+
+    def _load_rng(self, state: dict[str, Any]) -> None:
+        """Restore this process's RNG streams (under torchrun: its own rank's, when the world size matches)."""
+        if self.dist.enabled:
+            ranks = state.get("rng_ranks")
+            if ranks and len(ranks) == self.dist.world_size:
+                mine = ranks[self.dist.rank]
+                torch.set_rng_state(mine["cpu"].cpu())
+                if "cuda" in mine and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(mine["cuda"].cpu(), self.device)
+            else:  # written by another number of processes: fresh, distinct streams per rank
+                torch.manual_seed(self.train_cfg.seed + RANK_SEED_STRIDE * self.dist.rank + self.step)
+            return
+        torch.set_rng_state(state["rng_torch"].cpu())
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), self.device)
 
     def checkpoint_extra(self) -> dict[str, Any]:
         """``extra`` of the newest readable checkpoint of this configuration (e.g. its tracking run), or {}."""
@@ -352,7 +430,18 @@ class Trainer:
 
         Corrupt checkpoints are skipped with a message; checkpoints of another
         configuration are moved to ``checkpoints/previous/`` and training starts fresh.
+        Under torchrun rank 0 chooses the file and every rank loads that one.
         """
+        state, path = self._find_checkpoint() if self.is_main else (None, None)
+        path = distributed.broadcast_object(self.dist, None if path is None else str(path))
+        if path is None:
+            return None
+        if state is None:
+            state = load_torch(path, map_location=self.device)
+        self.load_checkpoint(state)
+        return self.step
+
+    def _find_checkpoint(self) -> tuple[dict[str, Any] | None, Path | None]:
         candidates = sorted(self.checkpoint_dir.glob("ckpt-*.pt"), reverse=True)
         for path in candidates:
             try:
@@ -368,10 +457,9 @@ class Trainer:
                     p.rename(stash / p.name)
                 print(f"note: checkpoints in {self.checkpoint_dir} belong to another configuration; "
                       f"moved them to {stash} and starting fresh", file=sys.stderr)
-                return None
-            self.load_checkpoint(state)
-            return self.step
-        return None
+                return None, None
+            return state, path
+        return None, None
 
     # ------------------------------------------------------------------ loop
 
@@ -389,7 +477,6 @@ class Trainer:
 
     def _periodic_eval(self) -> None:
         """Score the EMA generator; keep ``best.pt`` (generator payload) when its FID is the lowest so far."""
-        self.check_finite()
         result = self.evaluate_fn(self.G_ema, self.spec)
         self.reporter.scalars(self.step, result)
         if "fid" in result and result["fid"] < self.best.get("fid", float("inf")):
@@ -404,46 +491,81 @@ class Trainer:
         return image_grid(images)
 
     def fit(self) -> TrainResult:
-        """Train up to ``train.steps`` generator steps, resuming if a checkpoint exists."""
+        """Train up to ``train.steps`` generator steps, resuming if a checkpoint exists.
+
+        Under torchrun every rank runs this loop; statistics, sample grids, periodic evaluation and the
+        progress bar come from rank 0 only (its own batch's statistics), and rank 0 writes checkpoints."""
         cfg = self.train_cfg
         self.setup()
         self.resume()
+        if not self.is_main:
+            self.reporter, self.evaluate_fn = NullReporter(), None
         start_step, started = self.step, time.perf_counter()
         bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.variant.name}", unit="step",
-                   disable=None, dynamic_ncols=True)
+                   disable=None if self.is_main else True, dynamic_ncols=True)
         with bar:
             while self.step < cfg.steps:
                 self.G.train()
                 self.D.train()
                 stats = self.train_step()
                 bar.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log(stats, bar)
-                if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
-                    self.reporter.image(self.step, self.sample_grid())
-                    if bar.disable and self.history:  # no terminal: a plain progress line instead
-                        last = self.history[-1]
-                        print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
-                              f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
-                if self.evaluate_fn is not None and cfg.eval_every and (
-                        self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                    self._periodic_eval()
-                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                    self.check_finite()
-                    self.save_checkpoint()
-        if self.step > cfg.steps:
+                self._after_step(stats, bar)
+        if self.step > cfg.steps and self.is_main:
             print(f"note: the checkpoint is at step {self.step}, past train.steps={cfg.steps}; nothing to train",
                   file=sys.stderr)
         seconds = time.perf_counter() - started
         done = self.step - start_step
+        replicas = self.replica_report() if self.dist.enabled else []
+        if len({r["digest"] for r in replicas}) > 1 and self.is_main:
+            print(f"warning: the {len(replicas)} processes ended with different weights: {replicas}", file=sys.stderr)
         return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p, best=self.best,
                            img_per_s=done * cfg.batch_size * self.variant.n_critic / seconds if done else 0.0,
-                           seconds=seconds, variant=self.variant.name, history=self.history)
+                           seconds=seconds, variant=self.variant.name, history=self.history,
+                           world_size=self.dist.world_size, replicas=replicas)
+
+    def _after_step(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
+        """Logging, samples, periodic evaluation and checkpoints due at this step (the collectives inside,
+        check_finite and save_checkpoint, run on every rank at the same steps)."""
+        cfg = self.train_cfg
+
+        def due(every: int) -> bool:
+            return self.step % every == 0 or self.step == cfg.steps
+
+        if due(cfg.log_every):
+            self._log(stats, bar)
+        if self.is_main and due(cfg.sample_every):
+            self.reporter.image(self.step, self.sample_grid())
+            if bar.disable and self.history:  # no terminal: a plain progress line instead
+                last = self.history[-1]
+                print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
+                      f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
+        if cfg.eval_every and due(cfg.eval_every):
+            self.check_finite()
+            if self.evaluate_fn is not None:
+                self._periodic_eval()
+        if due(cfg.checkpoint_every):
+            self.check_finite()
+            self.save_checkpoint()
+
+    def replica_report(self) -> list[dict[str, Any]]:
+        """Every rank's step and a digest of its G, D and G_ema weights and buffers, in rank order (a
+        collective under torchrun). Data-parallel ranks agree on all of them."""
+        h = hashlib.sha256()
+        for module in (self.G, self.D, self.G_ema):
+            for t in module.state_dict().values():
+                h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        mine = {"rank": self.dist.rank, "step": self.step, "digest": h.hexdigest()[:16]}
+        return distributed.gather_objects(self.dist, mine)
+
+    def close(self) -> None:
+        """Under torchrun: wait until every rank is here (rank 0 has written its outputs), then leave the
+        process group. A no-op for a single process."""
+        distributed.shutdown(self.dist)
 
     def generator_payload(self) -> dict[str, Any]:
         """What ``models/generator.pt`` holds: EMA weights plus everything needed to rebuild G."""
         return {
-            "state_dict": self.G_ema.state_dict(),
+            "state_dict": {k: v.contiguous() for k, v in self.G_ema.state_dict().items()},
             "spec": asdict(self.spec),
             "variant": {**asdict(self.variant), "regularizers": list(self.variant.regularizers)},
             "model": to_dict(self.model_cfg),
@@ -475,10 +597,26 @@ def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment=None) 
                         regularizers=regs, extras=extras, **({"augment": augment} if augment else {}))
 
 
-def _optimizer(variant: Variant, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+def optimizer_flags(optimizer: str, device: torch.device) -> dict[str, bool]:
+    """Kernel choice for ``optimizer`` (adam or rmsprop) on ``device``: fused where the optimiser has a
+    fused kernel (Adam), else foreach, on CUDA; the CPU keeps PyTorch's default (per-parameter loop)."""
+    if device.type != "cuda":
+        return {}
+    cls = torch.optim.RMSprop if optimizer == "rmsprop" else torch.optim.Adam
+    return {"fused": True} if "fused" in inspect.signature(cls).parameters else {"foreach": True}
+
+
+def _optimizer(variant: Variant, module: nn.Module, lr: float, flags: dict[str, bool]) -> torch.optim.Optimizer:
     if variant.optimizer == "rmsprop":
-        return torch.optim.RMSprop(module.parameters(), lr=lr)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(variant.beta1, variant.beta2))
+        return torch.optim.RMSprop(module.parameters(), lr=lr, **flags)
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=(variant.beta1, variant.beta2), **flags)
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any], flags: dict[str, bool]) -> None:
+    """Load optimiser state but keep this device's kernel choice (``load_state_dict`` would take the saved
+    fused/foreach flags, which may come from another device) and its placement of the step counters."""
+    groups = [{**g, **{k: flags.get(k) for k in ("fused", "foreach") if k in g}} for g in saved["param_groups"]]
+    opt.load_state_dict({**saved, "param_groups": groups})
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

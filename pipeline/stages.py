@@ -142,27 +142,37 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
 
 
 def train(params: Params) -> dict[str, Any]:
-    """Train the generator (resuming from models/checkpoints/); write generator.pt, train.json, plots."""
+    """Train the generator (resuming from models/checkpoints/); write generator.pt, train.json, plots.
+
+    Under ``torchrun`` every process runs this; rank 0 alone tracks the run in MLflow, evaluates and
+    writes the outputs, while the other ranks train and then wait for it (``Trainer.close``)."""
     data = _load_set(paths.AUGMENTED / "train.pt", "augment")
     meta = _read_json(paths.AUGMENTED / "meta.json", "augment")
     aug_cfg = build_config(AugmentConfig, _read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
     trainer = Trainer(model=params.model, train=params.train, augment=aug_cfg, data=data,
                       checkpoint_dir=paths.CHECKPOINTS, data_hash=meta["hash"])
-    run_id, reporter = _tracking_run(params, trainer.checkpoint_extra().get("run_id"), meta)
-    if reporter is not None:
-        trainer.reporter, trainer.extra["run_id"] = reporter, run_id
-    if params.train.eval_every:
-        trainer.evaluate_fn = periodic_fid(params, resolve_device(params.train.device))
+    run_id, reporter = None, None
+    if trainer.is_main:
+        run_id, reporter = _tracking_run(params, trainer.checkpoint_extra().get("run_id"), meta)
+        if reporter is not None:
+            trainer.reporter, trainer.extra["run_id"] = reporter, run_id
+        if params.train.eval_every:
+            trainer.evaluate_fn = periodic_fid(params, trainer.device)
     result = trainer.fit()
-    save_torch(trainer.generator_payload(), paths.GENERATOR)
-    _write_plot(result.history, paths.TRAIN_PLOT)
     metrics = {"steps": result.steps, "resumed_from": result.resumed_from, "ada_p": result.ada_p,
                "img_per_s": result.img_per_s, "seconds": result.seconds, "variant": result.variant,
                "run_id": run_id, "data_hash": meta["hash"], "device": str(trainer.device),
-               "best_fid": result.best.get("fid"), "best_step": int(result.best["step"]) if result.best else None}
-    save_json(metrics, paths.TRAIN_METRICS)
-    if reporter is not None:
-        reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
+               "best_fid": result.best.get("fid"), "best_step": int(result.best["step"]) if result.best else None,
+               "world_size": result.world_size}
+    if result.replicas:  # under torchrun: each rank's step and weight digest (they must agree)
+        metrics["replicas"] = result.replicas
+    if trainer.is_main:
+        save_torch(trainer.generator_payload(), paths.GENERATOR)
+        _write_plot(result.history, paths.TRAIN_PLOT)
+        save_json(metrics, paths.TRAIN_METRICS)
+        if reporter is not None:
+            reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
+    trainer.close()  # the other ranks wait here for rank 0's files (on an error torchrun stops them all)
     return metrics
 
 

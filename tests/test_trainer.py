@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,64 @@ def test_fixed_mode_keeps_p_and_checkpoints_it(tmp_path: Path) -> None:
     assert all(row["ada_p"] == pytest.approx(0.3) for row in result.history)
     more = _trainer(tmp_path, augment=fixed, train=dataclasses.replace(TRAIN, steps=15))
     assert more.fit().resumed_from == 12 and more.ada_p == pytest.approx(0.3)
+
+
+# ---------------------------------------------------------------- the GPU path's knobs
+
+
+def test_fused_optimizers_on_cuda_foreach_where_none_exists_default_on_cpu() -> None:
+    from gans.trainer import optimizer_flags
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert optimizer_flags("adam", cuda) == {"fused": True}
+    assert optimizer_flags("rmsprop", cuda) == {"foreach": True}  # torch 2.14's RMSprop has no fused kernel
+    assert optimizer_flags("adam", cpu) == optimizer_flags("rmsprop", cpu) == {}
+
+
+def test_channels_last_trains_and_saves_plain_generator_files(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, channels_last=True, steps=6))
+    result = t.fit()
+    assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
+    conv = next(p for p in t.D.parameters() if p.dim() == 4)
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    real, _ = t._next_batch()
+    assert real.is_contiguous(memory_format=torch.channels_last)
+    payload = t.generator_payload()
+    assert all(v.is_contiguous() for v in payload["state_dict"].values())
+    torch.save(payload, tmp_path / "g.pt")
+    load_generator(tmp_path / "g.pt")
+    assert _trainer(tmp_path / "auto", train=dataclasses.replace(TRAIN, device="cpu")).channels_last is False
+
+
+def test_a_checkpoint_resumes_with_another_memory_format(tmp_path: Path) -> None:
+    """channels_last, compile and distributed change how a step runs, not what it computes: resumable."""
+    _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=6)).fit()
+    result = _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=9, channels_last=True)).fit()
+    assert result.resumed_from == 6 and result.steps == 9
+
+
+@pytest.mark.skipif(not os.environ.get("GANS_TEST_COMPILE"),
+                    reason="torch.compile on the CPU needs minutes of C++ compilation here; set GANS_TEST_COMPILE=1")
+def test_compiled_trainer_steps_with_finite_losses_and_plain_state_dict_keys(tmp_path: Path) -> None:
+    for variant in ("dcgan", "wgan-gp"):  # wgan-gp: the penalty's double backward runs D eagerly
+        t = _trainer(tmp_path / variant, model=ModelConfig(variant=variant, z_dim=8, width=8),
+                     train=dataclasses.replace(TRAIN, compile=True, steps=3, log_every=1))
+        result = t.fit()
+        assert result.steps == 3
+        assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
+        state = torch.load(max((tmp_path / variant / "ckpt").glob("ckpt-*.pt")), weights_only=True)
+        assert not any("_orig_mod" in k for part in ("G", "D", "G_ema") for k in state[part])
+        torch.save(t.generator_payload(), tmp_path / variant / "g.pt")
+        load_generator(tmp_path / variant / "g.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_step_is_channels_last_bf16_and_fused(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, device="cuda", steps=6))
+    result = t.fit()
+    assert t.channels_last and t.dtype == torch.bfloat16
+    assert t.opt_g.param_groups[0]["fused"] and t.opt_d.param_groups[0]["fused"]
+    assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
+    resumed = _trainer(tmp_path, train=dataclasses.replace(TRAIN, device="cuda", steps=9)).fit()
+    assert resumed.resumed_from == 6
