@@ -9,7 +9,7 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -286,11 +286,11 @@ def periodic_fid(params: Params, device: torch.device):
     return fn
 
 
-def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
-    """Add the evaluation to the training run; a tracking failure is a warning here."""
+def _on_run(params: Params, run_id: str | None, what: str, fn: Callable[[Any], None]) -> None:
+    """Call ``fn(client)`` to add to the tracking run ``run_id`` (nested under a sweep's parent run when
+    there is one); a tracking failure is a warning naming ``what``, never a failed stage."""
     from pipeline import tracking
 
-    run_id = _read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
     if not run_id:
         return
     try:
@@ -299,14 +299,25 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
         tracking.configure(params.tracking)
         client = mlflow.MlflowClient()
         tracking.adopt_parent(client, run_id)
+        fn(client)
+    except Exception as err:  # noqa: BLE001 - tracking trouble never fails a stage whose outputs are written
+        print(f"warning: could not log {what} to MLflow ({type(err).__name__}: {err})", file=sys.stderr)
+
+
+def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
+    """Add the evaluation to the training run."""
+    run_id = _read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
+
+    def log(client) -> None:
+        from mlflow.entities import Metric
+
         numbers = {f"eval_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, int(metrics["step"]))
-                                          for k, v in numbers.items()])
+        client.log_batch(run_id, metrics=[Metric(k, v, 0, int(metrics["step"])) for k, v in numbers.items()])
         client.set_tag(run_id, "extractor", metrics["extractor"])
         client.log_artifact(run_id, str(paths.EVAL_METRICS), "metrics")
         client.log_artifact(run_id, str(paths.GRID), "samples")
-    except Exception as err:
-        print(f"warning: could not log the evaluation to MLflow ({type(err).__name__}: {err})", file=sys.stderr)
+
+    _on_run(params, run_id, "the evaluation", log)
 
 
 # ---------------------------------------------------------------- register
@@ -329,26 +340,17 @@ def register(params: Params) -> dict[str, Any]:
 
 def _log_lineage(params: Params, run_id: str | None) -> None:
     """Attach to the run what reproduces it: params.yaml, the params as resolved (with -S overrides),
-    dvc.lock as of this stage (every stage before register) and metrics/*.json. A warning on failure."""
-    from pipeline import tracking
+    dvc.lock as of this stage (every stage before register) and metrics/*.json."""
 
-    if not run_id:
-        return
-    try:
-        import mlflow
-
-        tracking.configure(params.tracking)
-        client = mlflow.MlflowClient()
-        tracking.adopt_parent(client, run_id)
+    def log(client) -> None:
         for name in ("params.yaml", "dvc.lock"):
             if Path(name).is_file():
                 client.log_artifact(run_id, name, "config")
         client.log_dict(run_id, params.to_dict(), "config/params.resolved.yaml")
         for path in sorted(paths.METRICS.glob("*.json")):
             client.log_artifact(run_id, str(path), "metrics")
-    except Exception as err:  # noqa: BLE001 - tracking trouble never fails a registered version
-        print(f"warning: could not log params, dvc.lock and metrics to MLflow ({type(err).__name__}: {err})",
-              file=sys.stderr)
+
+    _on_run(params, run_id, "params, dvc.lock and metrics", log)
 
 
 STAGES = {"prepare": prepare, "augment": augment, "evaluator": evaluator, "train": train,
