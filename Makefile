@@ -35,7 +35,9 @@ clean:
 bench: install
 	python bench/variants.py
 	python bench/eval.py
+	python bench/perf.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
 	python bench/eval.py --samples 2000
+	python bench/perf.py --quick
