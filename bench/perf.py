@@ -175,9 +175,11 @@ class BareLoop:
             loss.backward()
             self.opt_d.step()
         self.opt_g.zero_grad(set_to_none=True)
+        self.D.requires_grad_(False)  # as the trainer: no weight gradients for D in G's update
         with self.autocast:
             loss = self.g_loss(self.D(self.G(torch.randn(self.batch, self.z_dim, device=self.device))).float())
         loss.backward()
+        self.D.requires_grad_(True)
         self.opt_g.step()
 
 

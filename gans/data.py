@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from gans.config import DataConfig
 
@@ -132,6 +131,8 @@ def _square(img: torch.Tensor, resolution: int) -> torch.Tensor:
     """Resize the shorter side to ``resolution`` and centre-crop to a square."""
     if img.shape[-2:] == (resolution, resolution):
         return img
+    from torchvision.transforms.v2 import functional as TF  # imported here: it costs ~2 s per process start
+
     img = TF.resize(img, [resolution], antialias=True)
     return TF.center_crop(img, [resolution, resolution])
 

