@@ -36,8 +36,10 @@ bench: install
 	python bench/variants.py
 	python bench/eval.py
 	python bench/perf.py
+	python bench/ada.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
 	python bench/eval.py --samples 2000
 	python bench/perf.py --quick
+	python bench/ada.py --sizes 500 --steps 200 --samples 1000 --overhead-windows 3 --title "ADA and DiffAugment on limited data (quick: 200 steps)"
