@@ -21,7 +21,7 @@ def _summaries() -> list:
             return await client.read_artifacts(
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["gan-pipeline-summary"])))
 
-    return asyncio.run(artifacts())
+    return sorted(asyncio.run(artifacts()), key=lambda a: a.created)  # oldest first (ids are not ordered)
 
 
 def _no_mlflow_env(monkeypatch) -> None:
