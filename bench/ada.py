@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -122,8 +123,7 @@ def main() -> None:
     if not Path("models/evaluator.pt").is_file():
         stages.prepare(params)
         stages.evaluator(params)
-    command = (f"python bench/ada.py --steps {args.steps} --sizes {args.sizes} --samples {args.samples} "
-               f"--width {args.width}")
+    command = "python " + shlex.join(["bench/ada.py", *sys.argv[1:]])
     if args.overhead_windows:
         cost = step_overhead(base, windows=args.overhead_windows, steps=10)
         print(json.dumps(cost), flush=True)
