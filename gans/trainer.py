@@ -104,6 +104,7 @@ class TrainResult:
     variant: str
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
+    evals: list[dict[str, float]] = field(default_factory=list)  # periodic evaluations: step, fid
     world_size: int = 1
     replicas: list[dict[str, Any]] = field(default_factory=list)  # per rank: step and weight digest
 
@@ -145,6 +146,7 @@ class Trainer:
         self.step = 0
         self.resumed_from: int | None = None
         self.history: list[dict[str, float]] = []
+        self.evals: list[dict[str, float]] = []
 
     @property
     def is_main(self) -> bool:
@@ -355,7 +357,7 @@ class Trainer:
             "sign_acc": float(self.sign_acc), "sign_count": self.sign_count,
             "rng_torch": torch.get_rng_state(), "rng_sampler": self.sampler.get_state(),
             "order": self.order.cpu(), "cursor": self.cursor,
-            "history": self.history, "extra": self.extra, "best": self.best,
+            "history": self.history, "extra": self.extra, "best": self.best, "evals": self.evals,
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -401,6 +403,7 @@ class Trainer:
         self.order, self.cursor = state["order"].to(self.device), state["cursor"]
         self.history = list(state["history"])
         self.best = dict(state.get("best", {}))
+        self.evals = list(state.get("evals", []))
         self.extra = {**state["extra"], **self.extra}
 
     def _load_rng(self, state: dict[str, Any]) -> None:
@@ -483,6 +486,7 @@ class Trainer:
         """Score the EMA generator; keep ``best.pt`` (generator payload) when its FID is the lowest so far."""
         result = self.evaluate_fn(self.G_ema, self.spec)
         self.reporter.scalars(self.step, result)
+        self.evals.append({"step": float(self.step), **{k: float(v) for k, v in result.items()}})
         if "fid" in result and result["fid"] < self.best.get("fid", float("inf")):
             self.best = {"fid": float(result["fid"]), "step": float(self.step)}
             save_torch({**self.generator_payload(), "fid": result["fid"]}, self.checkpoint_dir / "best.pt")
@@ -524,7 +528,7 @@ class Trainer:
             print(f"warning: the {len(replicas)} processes ended with different weights: {replicas}", file=sys.stderr)
         return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p, best=self.best,
                            img_per_s=done * cfg.batch_size * self.variant.n_critic / seconds if done else 0.0,
-                           seconds=seconds, variant=self.variant.name, history=self.history,
+                           seconds=seconds, variant=self.variant.name, history=self.history, evals=self.evals,
                            world_size=self.dist.world_size, replicas=replicas)
 
     def _after_step(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:

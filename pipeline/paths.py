@@ -16,6 +16,7 @@ EVAL_METRICS = METRICS / "eval.json"
 EVALUATOR_METRICS = METRICS / "evaluator.json"
 REGISTER_METRICS = METRICS / "register.json"
 TRAIN_PLOT = Path("plots/train.csv")
+FID_PLOT = Path("plots/fid.csv")
 GRID = Path("samples/grid.png")
 REFERENCE_CACHE = Path(".cache/reference")  # real-feature cache, under the project root
 

@@ -109,8 +109,8 @@ def evaluator(params: Params) -> dict[str, Any]:
 # ---------------------------------------------------------------- train
 
 
-def _write_plot(history: list[dict[str, float]], path: Path) -> None:
-    keys = ["step", "loss_d", "loss_g", "d_real", "d_fake", "ada_p"]
+def _write_plot(history: list[dict[str, float]], path: Path,
+                keys: tuple[str, ...] = ("step", "loss_d", "loss_g", "d_real", "d_fake", "ada_p")) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:
@@ -169,6 +169,7 @@ def train(params: Params) -> dict[str, Any]:
     if trainer.is_main:
         save_torch(trainer.generator_payload(), paths.GENERATOR)
         _write_plot(result.history, paths.TRAIN_PLOT)
+        _write_plot(result.evals, paths.FID_PLOT, ("step", "fid"))  # header only when train.eval_every is 0
         save_json(metrics, paths.TRAIN_METRICS)
         if reporter is not None:
             reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
@@ -185,6 +186,7 @@ def _finish_train_run(reporter, metrics: dict[str, Any]) -> None:
         for k in ("img_per_s", "seconds", "ada_p")])
     client.log_artifact(run_id, str(paths.TRAIN_METRICS), "metrics")
     client.log_artifact(run_id, str(paths.TRAIN_PLOT), "plots")
+    client.log_artifact(run_id, str(paths.FID_PLOT), "plots")
     for name in ("params.yaml", "dvc.lock"):
         if Path(name).is_file():
             client.log_artifact(run_id, name, "config")

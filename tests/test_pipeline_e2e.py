@@ -43,6 +43,9 @@ def test_dvc_repro_writes_every_output(tiny_repo: Path) -> None:
     assert train["best_step"] in (20, 40) and train["best_fid"] > 0
     best = torch.load(tiny_repo / "models/checkpoints/best.pt", weights_only=True)
     assert best["fid"] == pytest.approx(train["best_fid"]) and best["step"] == train["best_step"]
+    fid_rows = [r.split(",") for r in (tiny_repo / "plots/fid.csv").read_text().splitlines()]
+    assert fid_rows[0] == ["step", "fid"] and [int(r[0]) for r in fid_rows[1:]] == [20, 40]
+    assert min(float(r[1]) for r in fid_rows[1:]) == pytest.approx(train["best_fid"])
 
 
 def test_dvc_repro_again_changes_nothing(tiny_repo: Path) -> None:
