@@ -306,6 +306,10 @@ class Discriminator(nn.Module):
         self.body = make_body(spec=spec, in_channels=spec.channels + (spec.num_classes if self.concat else 0))
         dim = self.body.feature_dim
         self.dropout = nn.Dropout(spec.d_dropout) if spec.d_dropout > 0 else nn.Identity()
+        # Concatenated labels also join D's last hidden layer (CGAN's joint maxout layer; LSGAN's conditional D):
+        # at the input alone, a discriminator can learn realness and ignore the label.
+        self.joint = nn.Sequential(nn.Linear(dim + spec.num_classes, dim), nn.LeakyReLU(0.2, inplace=True)) \
+            if self.concat else None
         self.minibatch = MinibatchDiscrimination(dim, spec.minibatch_features) if spec.minibatch_features else None
         self.out = nn.Linear(dim + spec.minibatch_features, 1)
         self.embed = nn.Embedding(spec.num_classes, dim) if spec.conditioning == "projection" else None
@@ -327,6 +331,10 @@ class Discriminator(nn.Module):
 
     def logits(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Features (N, F) -> adversarial logits (N,)."""
+        if self.joint is not None:
+            if labels is None:
+                raise ValueError("this discriminator is class-conditional: labels are required")
+            h = self.joint(torch.cat([h, F.one_hot(labels, self.spec.num_classes).to(h.dtype)], dim=1))
         out = self.out(self.minibatch(h) if self.minibatch is not None else h).squeeze(1)
         if self.embed is not None:
             if labels is None:
