@@ -81,8 +81,9 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
             paper="Mao et al. 2017, conditional LSGAN"),
     Variant(name="acgan", conditioning="acgan",
             paper="Odena et al. 2017, Conditional Image Synthesis with Auxiliary Classifier GANs"),
-    Variant(name="infogan", conditioning="infogan", info_categories=10, info_continuous=2,
-            paper="Chen et al. 2016, InfoGAN (10-way categorical + 2 continuous codes, lambda 1 and 0.1)"),
+    Variant(name="infogan", conditioning="infogan", info_categories=10, info_continuous=2, lr_g=1e-3,
+            paper="Chen et al. 2016, InfoGAN (10-way categorical + 2 continuous codes, lambda 1 and 0.1, "
+                  "Adam 1e-3 for G, 2e-4 for D)"),
     Variant(name="improved-gan", loss_args={"smoothing": 0.1}, minibatch_features=32, feature_matching=True,
             paper="Salimans et al. 2016, Improved Techniques for Training GANs (feature matching, minibatch "
                   "discrimination, one-sided label smoothing)"),
