@@ -214,3 +214,17 @@ def cluster_purity(codes: torch.Tensor, predicted: torch.Tensor) -> float:
     for c in codes.unique():
         total += int(torch.bincount(predicted[codes == c]).max())
     return total / len(codes)
+
+
+def cluster_accuracy(codes: torch.Tensor, predicted: torch.Tensor) -> float:
+    """Accuracy of the best one-to-one matching of codes to classes (InfoGAN; Hungarian algorithm).
+
+    codes, predicted: (N,) int. Unlike purity, a generator that draws one class for every code
+    scores about 1/K, not 1.0: each class can explain one code only."""
+    from scipy.optimize import linear_sum_assignment
+
+    k = int(max(codes.max(), predicted.max())) + 1
+    counts = torch.zeros(k, k, dtype=torch.long)
+    counts.index_put_((codes.long(), predicted.long()), torch.ones_like(codes, dtype=torch.long), accumulate=True)
+    rows, cols = linear_sum_assignment(counts.numpy(), maximize=True)
+    return float(counts[rows, cols].sum()) / len(codes)

@@ -119,6 +119,9 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
     ]
     if "conditional_accuracy" in evaluation:
         rows.insert(6, ("conditional accuracy", f"{evaluation['conditional_accuracy']:.3f}"))
+    if "cluster_accuracy" in evaluation:
+        rows.insert(6, ("InfoGAN code accuracy (purity)",
+                        f"{evaluation['cluster_accuracy']:.3f} ({evaluation['cluster_purity']:.3f})"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"# GAN pipeline run\n\n| metric | value |\n| --- | --- |\n{table}\n\n"
             f"Sample grid: `{paths.GRID.resolve()}`\n")

@@ -16,8 +16,8 @@ import torch
 from gans.config import AugmentConfig, build_config, to_dict
 from gans.data import ImageSet, load_source, split_holdout
 from gans.evaluation import (DomainExtractor, Features, accuracy, cached_features, classifier_from_payload,
-                             classifier_payload, cluster_purity, frechet_distance, generative_metrics,
-                             train_classifier)
+                             classifier_payload, cluster_accuracy, cluster_purity, frechet_distance,
+                             generative_metrics, train_classifier)
 from gans.io import atomic_write, load_torch, save_json, save_torch
 from gans.sampling import generate, grid_seeds_labels, image_grid, png_bytes
 from gans.trainer import Trainer, load_generator, resolve_device
@@ -228,10 +228,11 @@ def _eval_labels(spec: dict[str, Any], n: int) -> list[int] | None:
 
 def _label_metrics(spec: dict[str, Any], labels: list[int], predicted: torch.Tensor, real: Features,
                    fake: Features, holdout: ImageSet) -> dict[str, Any]:
-    """Conditional accuracy and per-class FID (class-conditional), or cluster purity (InfoGAN)."""
+    """Conditional accuracy and per-class FID (class-conditional), or how well InfoGAN's categorical
+    code picks the class: accuracy under the best code-to-class matching, and purity."""
     y = torch.tensor(labels)
     if spec["conditioning"] == "infogan":
-        return {"cluster_purity": cluster_purity(y, predicted)}
+        return {"cluster_accuracy": cluster_accuracy(y, predicted), "cluster_purity": cluster_purity(y, predicted)}
     out: dict[str, Any] = {"conditional_accuracy": float((predicted == y).double().mean())}
     if holdout.labels is not None:
         per_class = {}

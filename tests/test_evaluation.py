@@ -55,6 +55,20 @@ def test_cluster_purity() -> None:
     assert cluster_purity(codes, torch.tensor([3, 4, 5, 5, 1, 2])) == pytest.approx(4 / 6)
 
 
+def test_cluster_accuracy_matches_codes_one_to_one() -> None:
+    from gans.evaluation import cluster_accuracy, cluster_purity
+
+    codes = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert cluster_accuracy(codes, torch.tensor([3, 3, 5, 5, 1, 1])) == 1.0
+    assert cluster_accuracy(codes, torch.tensor([3, 4, 5, 5, 1, 2])) == pytest.approx(4 / 6)
+    # Every code draws the same class: purity calls that perfect, the matching explains one code.
+    collapsed = torch.tensor([7, 7, 7, 7, 7, 7])
+    assert cluster_purity(codes, collapsed) == 1.0
+    assert cluster_accuracy(codes, collapsed) == pytest.approx(2 / 6)
+    # Two codes share a class: only one of them can be matched to it.
+    assert cluster_accuracy(codes, torch.tensor([4, 4, 4, 4, 2, 2])) == pytest.approx(4 / 6)
+
+
 def _random_inception_weights(path) -> None:
     """A randomly initialised InceptionV3 in the file format torch-fidelity reads (the real weights
     cannot be downloaded here): build the module, stopping before it loads weights."""
