@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -42,47 +40,10 @@ def write_section(title: str, body: str) -> None:
 
 # ---------------------------------------------------------------- scratch projects (shared by the benchmarks)
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = str(Path(sys.executable).parent)
-
-# The tests' tiny workload (tests/conftest.py TINY): every stage of the pipeline in a few seconds.
-TINY = {
-    "data": {"source": "digits", "resolution": 16, "max_images": 400},
-    "train": {"steps": 40, "batch_size": 32, "checkpoint_every": 10, "log_every": 5, "sample_every": 20,
-              "eval_every": 20, "eval_samples": 50},
-    "model": {"width": 16, "z_dim": 16},
-    "evaluate": {"num_samples": 200, "evaluator_epochs": 3, "batch_size": 100, "kid_subset_size": 50},
-}
-
-
-def tiny_params(extra: dict | None = None) -> dict:
-    """The repo's params.yaml with the TINY values (and ``extra``) merged in."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for source in (TINY, extra or {}):
-        for section, values in source.items():
-            params.setdefault(section, {}).update(values)
-    return params
-
-
-def subprocess_env(**extra: str) -> dict[str, str]:
-    """This environment with the venv's bin first on PATH, no inherited MLflow URIs, and a git identity."""
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), **extra}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLFLOW_REGISTRY_URI", None)
-    for key, value in (("GIT_AUTHOR_NAME", "bench"), ("GIT_AUTHOR_EMAIL", "bench@example.com"),
-                       ("GIT_COMMITTER_NAME", "bench"), ("GIT_COMMITTER_EMAIL", "bench@example.com")):
-        env.setdefault(key, value)
-    return env
-
-
-def run(cmd: list[str], cwd: Path, timeout: float = 900, check: bool = True,
-        **env: str) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in ``cwd``; raise with its output tail when it fails and ``check`` is set."""
-    proc = subprocess.run(cmd, cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
-                          check=False)
-    if check and proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
+# The tests' tiny workload and scratch git + DVC projects: one copy, in tests/scratch.py (imported by path:
+# some installed distributions ship a top-level package named "tests").
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scratch import ROOT, make_project, run, subprocess_env, tiny_params  # noqa: E402, F401
 
 
 def timed(cmd: list[str], cwd: Path, **kwargs) -> tuple[float, subprocess.CompletedProcess]:
@@ -90,18 +51,3 @@ def timed(cmd: list[str], cwd: Path, **kwargs) -> tuple[float, subprocess.Comple
     started = time.perf_counter()
     proc = run(cmd, cwd, **kwargs)
     return time.perf_counter() - started, proc
-
-
-def make_project(path: Path, params: dict) -> Path:
-    """A git + DVC project with the pipeline's dvc.yaml, code (the stages' deps) and ``params``."""
-    path.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, path / name)
-    for pkg in ("gans", "pipeline"):
-        shutil.copytree(ROOT / pkg, path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], path)
-    run(["dvc", "init", "-q"], path)
-    run(["git", "add", "-A"], path)
-    run(["git", "commit", "-qm", "init"], path)
-    return path
