@@ -33,7 +33,7 @@ clean:
 	rm -rf data/prepared data/augmented models metrics plots samples mlflow.db mlartifacts
 
 bench: install
-	python bench/variants.py
+	python bench/variants.py --jobs 2
 	python bench/eval.py
 	python bench/perf.py
 	python bench/ada.py
