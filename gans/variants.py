@@ -104,7 +104,7 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
     Variant(name="ralsgan", loss="ralsgan", paper="Jolicoeur-Martineau 2018, relativistic average LSGAN"),
     Variant(name="fgan", loss="f-divergence", loss_args={"divergence": "js"},
             paper="Nowozin et al. 2016, f-GAN (divergence: kl, reverse-kl, js, pearson, hellinger)"),
-    Variant(name="hinge", loss="hinge", d_norm="none", paper="Lim and Ye 2017, Geometric GAN (hinge loss)"),
+    Variant(name="hinge", loss="hinge", paper="Lim and Ye 2017, Geometric GAN (hinge loss, DCGAN networks)"),
     Variant(name="sngan", loss="hinge", regularizers=("spectral-norm",), d_norm="none", lr_g=1e-4, lr_d=1e-4,
             paper="Miyato et al. 2018, Spectral Normalization for GANs (standard CNN, hinge, Adam 1e-4 (0.5, 0.999))"),
     Variant(name="sagan", architecture="sagan", loss="hinge", regularizers=("spectral-norm",), d_norm="none",
