@@ -266,7 +266,7 @@ class MinibatchDiscrimination(nn.Module):
         """h: (N, F) -> (N, F + out_features)."""
         m = (h @ self.T).view(-1, self.out_features, self.kernel_dim)  # (N, B, K)
         l1 = (m[:, None] - m[None]).abs().sum(-1)  # (N, N, B)
-        closeness = torch.exp(-l1).sum(1) - 1  # exclude self
+        closeness = (torch.exp(-l1).sum(1) - 1) / max(len(h) - 1, 1)  # mean over the others: in [0, 1]
         return torch.cat([h, closeness], dim=1)
 
 
