@@ -24,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -55,7 +57,7 @@ def run_preset(name: str, base: list[str], work: Path) -> dict:
             "cond": ev.get("conditional_accuracy", ev.get("cluster_accuracy")), "purity": ev.get("cluster_purity"),
             "cond_kind": "accuracy" if "conditional_accuracy" in ev else "code" if "cluster_accuracy" in ev else "",
             "img_per_s": train["img_per_s"], "seconds": time.perf_counter() - started,
-            "grad_norm": statistics.fmean(grad[-10:]) if grad else None, "threads": __import__("torch").get_num_threads()}
+            "grad_norm": statistics.fmean(grad[-10:]) if grad else None, "threads": torch.get_num_threads()}
 
 
 def _history(work: Path) -> list[dict]:
