@@ -141,8 +141,12 @@ class Trainer:
         self.device = distributed.rank_device(self.dist, resolve_device(train.device))
         self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else bool(train.channels_last)
         resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
-        self.fingerprint = fingerprint({"model": to_dict(model), "train": resumable,
-                                        "augment": to_dict(augment), "data": data_hash})
+        # The resolved composition too: a preset whose definition changed between releases must not resume
+        # from checkpoints of its old networks.
+        composition = {k: v for k, v in asdict(self.variant).items() if k != "paper"}
+        self.fingerprint = fingerprint({"model": to_dict(model), "train": resumable, "augment": to_dict(augment),
+                                        "data": data_hash, "variant": composition,
+                                        "spec": asdict(self.spec)})
         self.step = 0
         self.resumed_from: int | None = None
         self.history: list[dict[str, float]] = []

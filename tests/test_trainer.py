@@ -68,6 +68,18 @@ def test_corrupt_checkpoint_falls_back_and_foreign_ones_are_set_aside(tmp_path: 
     assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
 
 
+def test_checkpoints_of_a_preset_whose_definition_changed_are_set_aside(tmp_path: Path, monkeypatch) -> None:
+    """Same params, but the preset now builds other networks (e.g. batch norm added to D): no resume."""
+    from gans import variants
+
+    _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=6)).fit()
+    monkeypatch.setitem(variants.PRESETS, "dcgan", dataclasses.replace(variants.PRESETS["dcgan"], d_norm="none"))
+    changed = _trainer(tmp_path)
+    changed.setup()
+    assert changed.resume() is None
+    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+
+
 def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
     t = _trainer(tmp_path, model=ModelConfig(variant="cdcgan", z_dim=8, width=8))
     t.fit()
