@@ -452,6 +452,16 @@ class Trainer:
         self.load_checkpoint(state)
         return self.step
 
+    def _networks_fit(self, state: dict[str, Any]) -> bool:
+        """Whether the checkpoint's weights have this code's parameter names and shapes (the networks of a
+        preset can change between releases while its params stay the same)."""
+        for key, net in (("G", self.G), ("D", self.D)):
+            saved = state.get(key, {})
+            ours = net.state_dict()
+            if saved.keys() != ours.keys() or any(saved[k].shape != v.shape for k, v in ours.items()):
+                return False
+        return True
+
     def _find_checkpoint(self) -> tuple[dict[str, Any] | None, Path | None]:
         candidates = sorted(self.checkpoint_dir.glob("ckpt-*.pt"), reverse=True)
         for path in candidates:
@@ -460,7 +470,7 @@ class Trainer:
             except Exception as err:
                 print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); trying an older one", file=sys.stderr)
                 continue
-            if state.get("fingerprint") != self.fingerprint:
+            if state.get("fingerprint") != self.fingerprint or not self._networks_fit(state):
                 stash = self.checkpoint_dir / "previous"
                 shutil.rmtree(stash, ignore_errors=True)
                 stash.mkdir(parents=True)

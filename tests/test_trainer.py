@@ -80,6 +80,18 @@ def test_checkpoints_of_a_preset_whose_definition_changed_are_set_aside(tmp_path
     assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
 
 
+def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(tmp_path: Path) -> None:
+    """The code's networks changed (a layer added) while params and preset stayed: no resume, no load error."""
+    t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=6))
+    t.fit()
+    newer = _trainer(tmp_path)
+    newer.setup()
+    newer.D.extra = torch.nn.Linear(2, 2)  # as if this release's discriminator had one more layer
+    assert newer.fingerprint == t.fingerprint
+    assert newer.resume() is None
+    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+
+
 def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
     t = _trainer(tmp_path, model=ModelConfig(variant="cdcgan", z_dim=8, width=8))
     t.fit()
