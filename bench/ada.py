@@ -33,7 +33,7 @@ from bench.common import machine, write_section
 from gans.config import ADAConfig, AugmentConfig
 from gans.data import ImageSet
 from gans.io import load_torch, save_json, save_torch
-from gans.trainer import Trainer
+from gans.families import build_trainer
 from pipeline import paths, stages
 from pipeline.params import load_params
 
@@ -69,7 +69,7 @@ def step_overhead(params_base: list[str], windows: int, steps: int) -> dict:
     data = ImageSet.from_dict(load_torch(paths.PREPARED / "train.pt"))
     trainers = {}
     for name, ada in (("off", ADAConfig(enabled=False)), ("on", ADAConfig(mode="fixed", initial_p=0.5))):
-        t = Trainer(model=params.model, train=params.train, augment=AugmentConfig(ada=ada), data=data,
+        t = build_trainer(model=params.model, train=params.train, augment=AugmentConfig(ada=ada), data=data,
                     checkpoint_dir=Path("unused"))
         t.setup()
         for _ in range(3):  # warm-up

@@ -26,7 +26,7 @@ from bench.common import machine, write_section  # noqa: E402
 from gans.data import to_float  # noqa: E402
 from gans.evaluation import DomainExtractor, classifier_from_payload, generative_metrics  # noqa: E402
 from gans.io import load_torch  # noqa: E402
-from gans.nets import NetSpec, build_networks  # noqa: E402
+from gans.families.noise.nets import NetSpec, build_networks  # noqa: E402
 from gans.sampling import generate  # noqa: E402
 from pipeline import stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402

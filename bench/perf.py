@@ -137,7 +137,7 @@ class BareLoop:
 
     def __init__(self, variant, spec, images: torch.Tensor, *, batch_size: int, device: torch.device,
                  dtype: torch.dtype) -> None:
-        from gans.nets import build_networks
+        from gans.families.noise.nets import build_networks
 
         unsupported = [r for r in variant.regularizers if r not in ("gp", "spectral-norm")]
         if unsupported or variant.optimizer != "adam" or variant.loss_args or variant.conditioning != "none":
@@ -206,10 +206,10 @@ def make_trainer(preset: str, data, *, ada: bool, batch: int, device: str, preci
     from tqdm.auto import tqdm
 
     from gans.config import AugmentConfig, ModelConfig, TrainConfig, build_config
-    from gans.trainer import Trainer
+    from gans.families import build_trainer
 
     name = f"{preset}-{batch}-{'ada' if ada else 'noada'}"
-    trainer = Trainer(
+    trainer = build_trainer(
         model=build_config(ModelConfig, {"variant": preset, "width": 64, "z_dim": 64}, "model"),
         train=build_config(TrainConfig, {"device": device, "batch_size": batch, "precision": precision,
                                          "steps": 10 ** 9, "eval_every": 0}, "train"),
@@ -226,8 +226,8 @@ def ours_steps(trainer, n: int) -> None:
     bar = trainer.perf_bar
     after = getattr(trainer, "_after_step", None)
     for _ in range(n):
-        trainer.G.train()
-        trainer.D.train()
+        for net in trainer.nets.values():
+            net.train()
         stats = trainer.train_step()
         bar.update(1)
         if after is not None:
@@ -290,7 +290,7 @@ def bench_preset(preset: str, data, *, batch: int, device: torch.device, precisi
     dtype = resolve_precision(precision, device)
     off = make_trainer(preset, data, ada=False, batch=batch, device=str(device), precision=precision, workdir=workdir)
     on = make_trainer(preset, data, ada=True, batch=batch, device=str(device), precision=precision, workdir=workdir)
-    bare = BareLoop(off.variant, off.spec, data.images, batch_size=batch, device=device, dtype=dtype)
+    bare = BareLoop(off.recipe.variant_cfg, off.recipe.spec, data.images, batch_size=batch, device=device, dtype=dtype)
     gflop_bare = count_gflop(bare.step)
     gflop_ours = count_gflop(lambda: ours_steps(off, 1)) if mode["count_ours"] else None
     arms = {"off": lambda n: ours_steps(off, n), "on": lambda n: ours_steps(on, n),
@@ -300,17 +300,17 @@ def bench_preset(preset: str, data, *, batch: int, device: torch.device, precisi
     step_s = _time_window(arms["bare"], 1 if device.type == "cpu" else 20, device) / (1 if device.type == "cpu" else 20)
     steps = max(1, round(mode["window_s"] / step_s))
     times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
-    images = steps * batch * off.variant.n_critic
+    images = steps * batch * off.recipe.variant_cfg.n_critic
     ips = {k: [images / t for t in v] for k, v in times.items()}
     extra = _checkpoint_cost(off)
     return {
-        "preset": preset, "batch": batch, "n_critic": off.variant.n_critic, "steps_per_window": steps,
+        "preset": preset, "batch": batch, "n_critic": off.recipe.variant_cfg.n_critic, "steps_per_window": steps,
         "rounds": mode["rounds"], **{f"ips_{k}": _median(v) for k, v in ips.items()},
         "ours_over_bare": _median([a / b for a, b in zip(ips["off"], ips["bare"])]),
         "ada_step_ratio": _median([a / b for a, b in zip(times["on"], times["off"])]),
         "gflop_step": gflop_bare, "gflop_step_ours": gflop_ours,
-        "gflops_bare": gflop_bare * _median(ips["bare"]) / (batch * off.variant.n_critic),
-        "gflops_ours": gflop_bare * _median(ips["off"]) / (batch * off.variant.n_critic),
+        "gflops_bare": gflop_bare * _median(ips["bare"]) / (batch * off.recipe.variant_cfg.n_critic),
+        "gflops_ours": gflop_bare * _median(ips["off"]) / (batch * off.recipe.variant_cfg.n_critic),
         "step_ms_bare": 1000 * _median(times["bare"]) / steps, **extra,
     }
 
@@ -634,7 +634,7 @@ def serving(args: argparse.Namespace, mode: dict, repo: Path, memory_dir: Path |
 def _sample_rows(repo: Path, mode: dict, what: str, generator: Path, extra: list[str]) -> list[str]:
     """`gans sample` wall time for a 64-image grid, and the images/s of its sampling path in-process."""
     from gans.sampling import generate, image_grid, png_bytes
-    from gans.trainer import load_generator
+    from gans.families.noise import load_generator
 
     wall, _ = timed(["gans", "sample", "--count", "64", "--out", "samples/perf-64.png", *extra], repo)
     model, payload = load_generator(generator, "cpu")
@@ -665,7 +665,7 @@ def profile(args: argparse.Namespace, device: torch.device) -> None:
     with tempfile.TemporaryDirectory(prefix="gans-perf-") as tmp:
         off = make_trainer(args.profile, data, ada=False, batch=64, device=str(device), precision=args.precision,
                            workdir=Path(tmp))
-        bare = BareLoop(off.variant, off.spec, data.images, batch_size=64, device=device,
+        bare = BareLoop(off.recipe.variant_cfg, off.recipe.spec, data.images, batch_size=64, device=device,
                         dtype=resolve_precision(args.precision, device))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         for name, fn in (("ours", lambda: ours_steps(off, 10)), ("bare", lambda: [bare.step() for _ in range(10)])):

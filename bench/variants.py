@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, write_section  # noqa: E402
-from gans.variants import PRESETS  # noqa: E402
+from gans.families.noise.variants import PRESETS  # noqa: E402
 from pipeline import stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 

@@ -111,6 +111,19 @@ def build_config(cls: type[T], raw: Any, where: str) -> T:
     return obj
 
 
+def override_fields(base: T, overrides: Mapping[str, Any], where: str,
+                    fixed: tuple[str, ...] = ("name", "paper")) -> T:
+    """The frozen dataclass ``base`` with each key of ``overrides`` type-checked and replaced (a preset
+    with ``model.overrides`` applied). Unknown keys and the ``fixed`` fields name the allowed keys."""
+    hints = get_type_hints(type(base))
+    names = [f.name for f in dataclasses.fields(base) if f.name not in fixed]
+    changes = {}
+    for key, value in overrides.items():
+        require(key in names, f"{where}.{key}", f"unknown axis; allowed keys: {', '.join(names)}")
+        changes[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(base, **changes)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A plain (YAML/JSON friendly) dict of a config dataclass, tuples as lists."""
 

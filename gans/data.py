@@ -53,6 +53,59 @@ class ImageSet:
         return cls(d["images"], d["labels"], tuple(d["classes"]))
 
 
+LAYOUTS = ("images", "paired", "unpaired")
+IMAGES = "images"  # the part name of the images layout
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared split. Layout ``images``: one image set, part ``images``. Layouts ``paired`` and
+    ``unpaired``: two domains, parts ``a`` and ``b``; paired parts are aligned (row i of ``a`` goes with row i
+    of ``b``, and they share labels), unpaired parts are independent sets of any sizes."""
+
+    layout: str
+    parts: dict[str, ImageSet]
+
+    @classmethod
+    def single(cls, images: ImageSet) -> "Dataset":
+        return cls(IMAGES, {IMAGES: images})
+
+    @property
+    def images(self) -> ImageSet:
+        """The one image set of the ``images`` layout."""
+        return self.parts[IMAGES]
+
+    @property
+    def labelled(self) -> bool:
+        return all(p.labels is not None for p in self.parts.values())
+
+    def content_hash(self) -> str:
+        """The images layout hashes as its image set; two domains hash their layout and both parts."""
+        if self.layout == IMAGES:
+            return self.images.content_hash()
+        h = hashlib.sha256(self.layout.encode())
+        for name in sorted(self.parts):
+            h.update(f"{name}:{self.parts[name].content_hash()}".encode())
+        return h.hexdigest()[:16]
+
+    def to_dict(self) -> dict:
+        """The images layout saves as its image set (the format earlier releases wrote)."""
+        if self.layout == IMAGES:
+            return self.images.to_dict()
+        return {"layout": self.layout, "parts": {k: v.to_dict() for k, v in self.parts.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Dataset":
+        if "layout" not in d:
+            return cls.single(ImageSet.from_dict(d))
+        return cls(d["layout"], {k: ImageSet.from_dict(v) for k, v in d["parts"].items()})
+
+    def describe(self) -> dict:
+        """Counts, channels and classes per part (for meta.json)."""
+        return {name: {"count": len(s), "channels": int(s.images.shape[1]), "classes": list(s.classes),
+                       "labelled": s.labels is not None} for name, s in self.parts.items()}
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUNDLED_SOURCES = ("mnist5k", "digits")
@@ -67,6 +120,11 @@ def check_source(source: str) -> None:
         if source.startswith(prefix) and len(source) > len(prefix):
             return
     raise DataError(f"data.source: unknown source {source!r}; allowed values: {', '.join(SOURCE_FORMS)}")
+
+
+def source_layout(source: str) -> str:
+    """The layout a (checked) ``data.source`` yields: images, paired or unpaired."""
+    return "images"
 
 
 def _from_numpy(images: np.ndarray, labels: np.ndarray | None, classes: tuple[str, ...]) -> ImageSet:
@@ -211,12 +269,32 @@ def load_source(cfg: DataConfig) -> ImageSet:
     return data
 
 
+def load_dataset(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """``cfg.source`` as a dataset, and its own holdout split where the source ships one (else None)."""
+    return Dataset.single(load_source(cfg)), None
+
+
 def split_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
     """Random train/holdout split; the holdout keeps at least one image."""
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(data), generator=g)
     n_hold = min(len(data) - 1, max(1, round(len(data) * fraction)))
     return data.subset(perm[n_hold:].sort().values), data.subset(perm[:n_hold].sort().values)
+
+
+def split_dataset(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Train/holdout split of every part: aligned pairs stay aligned (one permutation for both parts),
+    unpaired domains are split independently."""
+    if data.layout == "paired":
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(data.parts["a"]), generator=g)
+        n_hold = min(len(perm) - 1, max(1, round(len(perm) * fraction)))
+        keep, hold = perm[n_hold:].sort().values, perm[:n_hold].sort().values
+        return (Dataset("paired", {k: v.subset(keep) for k, v in data.parts.items()}),
+                Dataset("paired", {k: v.subset(hold) for k, v in data.parts.items()}))
+    splits = {name: split_holdout(part, fraction, seed + i) for i, (name, part) in enumerate(data.parts.items())}
+    return (Dataset(data.layout, {k: v[0] for k, v in splits.items()}),
+            Dataset(data.layout, {k: v[1] for k, v in splits.items()}))
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

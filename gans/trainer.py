@@ -1,7 +1,10 @@
-"""The training loop: setup, one step, EMA, ADA control, checkpoints and resume.
+"""The training loop: setup, one step, EMA, ADA control, checkpoints and resume, for any family.
 
-Statistics leave the trainer through a :class:`Reporter`; where they go
-(MLflow, a CSV for DVC plots, the terminal) is the caller's business.
+The trainer runs a :class:`gans.family.Recipe` (one family's composition bound to one training set): it
+builds the recipe's named networks and optimisers, runs its phases over batches of its data streams,
+keeps the EMA copies, ADA's probability, the NaN policy and exact-resume checkpoints, and evaluates and
+samples through the recipe. It never names a family. Statistics leave the trainer through a
+:class:`Reporter`; where they go (MLflow, a CSV for DVC plots, the terminal) is the caller's business.
 """
 
 from __future__ import annotations
@@ -11,10 +14,9 @@ import copy
 import hashlib
 import inspect
 import json
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -22,15 +24,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from gans import distributed
+from gans import checkpoints, distributed
 from gans.augment import AugmentPipe, ada_adjust, build_ada, diffaugment
 from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, to_dict
-from gans.data import ImageSet, to_float
+from gans.data import to_float
+from gans.family import Batch, OptimizerSpec, Phase, Recipe
 from gans.io import load_torch, save_torch
-from gans.losses import LOSSES, REGULARIZERS, Extras, GANObjective
-from gans.nets import NetSpec, build_networks, check_buildable
-from gans.sampling import generate, grid_seeds_labels, image_grid
-from gans.variants import Variant, check_variant_fits, resolve_variant
 
 
 class Reporter(Protocol):
@@ -92,6 +91,37 @@ RESUMABLE_TRAIN_KEYS = ("device", "steps", "checkpoint_every", "keep_checkpoints
                         "on_nan", "eval_every", "eval_samples", "channels_last", "compile", "distributed")
 MAX_SKIPPED_STEPS = 50  # train.on_nan: skip gives up after this many skipped updates in a row
 RANK_SEED_STRIDE = 1_000_003  # rank r draws latents and augmentations from seed + r * stride
+# Checkpoint keys the trainer writes beside the networks (a network may not take one of these names).
+RESERVED_KEYS = ("step", "fingerprint", "optimizers", "schedulers", "family_state", "scaler", "ada_p", "sign_acc",
+                 "sign_count", "rng_torch", "rng_cuda", "rng_ranks", "samplers", "history", "extra", "best", "evals")
+
+
+def training_fingerprint(recipe: Recipe, *, model: ModelConfig, train: TrainConfig, augment: AugmentConfig,
+                         data_hash: str) -> str:
+    """What a checkpoint must match to be resumed: the params that change what training computes, the data,
+    and the recipe's resolved composition and network spec (a preset whose definition changed between
+    releases must not resume from checkpoints of its old networks)."""
+    resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
+    return fingerprint({"model": to_dict(model), "train": resumable, "augment": to_dict(augment),
+                        "data": data_hash, **recipe.describe()})
+
+
+def check_trainable(recipe: Recipe, train: TrainConfig) -> distributed.DistContext:
+    """Fail before any work when the batch does not fit the data or the processes; return the process
+    context (several processes under torchrun)."""
+    clash = (set(recipe.ema) | {n for spec in recipe.optimizers.values() for n in spec.networks}) & set(RESERVED_KEYS)
+    if clash:
+        raise ValueError(f"network names {sorted(clash)} are reserved checkpoint keys")
+    for name, stream in recipe.streams.items():
+        n = len(next(iter(stream.values())))
+        if train.batch_size > n:
+            where = f" of stream {name!r}" if len(recipe.streams) > 1 else ""
+            raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {n} training images{where}")
+    dist = distributed.context_from_env(train.distributed)
+    if train.batch_size % dist.world_size:
+        raise ConfigError(f"train.batch_size: {train.batch_size} does not split evenly over the {dist.world_size} "
+                          f"processes torchrun started; use a multiple of {dist.world_size}")
+    return dist
 
 
 @dataclass
@@ -104,51 +134,67 @@ class TrainResult:
     variant: str
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, float] = field(default_factory=dict)
-    evals: list[dict[str, float]] = field(default_factory=list)  # periodic evaluations: step, fid
+    evals: list[dict[str, float]] = field(default_factory=list)  # periodic evaluations: step and metrics
     world_size: int = 1
     replicas: list[dict[str, Any]] = field(default_factory=list)  # per rank: step and weight digest
 
 
-class Trainer:
-    """Trains one variant on an in-memory image set, resumably."""
+class StreamSampler:
+    """Epoch permutations over one data stream's rows. Every rank draws the same global order (one seeded
+    generator) and takes its own slice; the order lives on the device, so slicing needs no host transfer."""
 
-    def __init__(self, *, model: ModelConfig, train: TrainConfig, augment: AugmentConfig, data: ImageSet,
-                 checkpoint_dir: str | Path, data_hash: str = "", reporter: Reporter | None = None,
+    def __init__(self, n: int, seed: int, device: torch.device) -> None:
+        self.n, self.device = n, device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = torch.empty(0, dtype=torch.int64, device=device)
+        self.cursor = 0
+
+    def next(self, global_batch: int, local_batch: int, rank: int) -> torch.Tensor:
+        """This rank's indices of the next global batch."""
+        if self.cursor + global_batch > len(self.order):
+            self.order = torch.randperm(self.n, generator=self.generator).to(self.device)
+            self.cursor = 0
+        idx = self.order[self.cursor + rank * local_batch:self.cursor + (rank + 1) * local_batch]
+        self.cursor += global_batch
+        return idx
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.generator.get_state(), "order": self.order.cpu(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["rng"].cpu())
+        self.order, self.cursor = state["order"].to(self.device), state["cursor"]
+
+
+def linear_decay(step: int, *, start: float, total: int) -> float:
+    """LR factor: 1 until ``start * total`` steps, then linearly down to 0 at ``total``."""
+    begin = int(start * total)
+    if step < begin or total <= begin:
+        return 1.0
+    return max(0.0, 1.0 - (step - begin) / (total - begin))
+
+
+class Trainer:
+    """Trains one family's recipe, resumably. ``evaluate_fn(payload) -> {metric: value}`` scores the
+    exported artifact every ``train.eval_every`` steps; the best by the recipe's primary metric is kept."""
+
+    def __init__(self, *, recipe: Recipe, train: TrainConfig, augment: AugmentConfig, checkpoint_dir: str | Path,
+                 fingerprint: str, reporter: Reporter | None = None,
+                 evaluate_fn: Callable[[dict[str, Any]], dict[str, float]] | None = None,
                  extra: dict[str, Any] | None = None) -> None:
-        self.model_cfg, self.train_cfg, self.augment_cfg = model, train, augment
-        self.data = data
-        self.checkpoint_dir = Path(checkpoint_dir)
+        self.recipe, self.train_cfg, self.augment_cfg = recipe, train, augment
+        self.checkpoint_dir, self.fingerprint = Path(checkpoint_dir), fingerprint
         self.reporter = reporter or NullReporter()
+        self.evaluate_fn = evaluate_fn
         self.extra = dict(extra or {})  # carried through checkpoints (e.g. a tracking run id)
-        # Periodic evaluation: fn(G_ema, spec) -> {"fid": ...}; the best generator by FID is kept.
-        self.evaluate_fn: Callable[[nn.Module, NetSpec], dict[str, float]] | None = None
-        self.best: dict[str, float] = {}
-        self.variant: Variant = resolve_variant(model)
-        data_classes = len(data.classes) if data.labels is not None else 0
-        check_variant_fits(self.variant, num_classes=data_classes)
-        self.spec = build_spec(self.variant, model, channels=int(data.images.shape[1]),
-                               resolution=int(data.images.shape[-1]), data_classes=data_classes)
-        check_buildable(self.variant.architecture, self.spec)
-        if train.batch_size > len(data):
-            raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {len(data)} training images")
+        self.dist = check_trainable(recipe, train)
         # Under torchrun, train.batch_size is the global batch: each of the world_size ranks takes its share.
-        self.dist = distributed.context_from_env(train.distributed)
-        world = self.dist.world_size
-        if train.batch_size % world:
-            raise ConfigError(f"train.batch_size: {train.batch_size} does not split evenly over the {world} "
-                              f"processes torchrun started; use a multiple of {world}")
-        self.local_batch = train.batch_size // world
+        self.local_batch = train.batch_size // self.dist.world_size
         self.device = distributed.rank_device(self.dist, resolve_device(train.device))
         self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else bool(train.channels_last)
-        resumable = {k: v for k, v in to_dict(train).items() if k not in RESUMABLE_TRAIN_KEYS}
-        # The resolved composition too: a preset whose definition changed between releases must not resume
-        # from checkpoints of its old networks.
-        composition = {k: v for k, v in asdict(self.variant).items() if k != "paper"}
-        self.fingerprint = fingerprint({"model": to_dict(model), "train": resumable, "augment": to_dict(augment),
-                                        "data": data_hash, "variant": composition,
-                                        "spec": asdict(self.spec)})
         self.step = 0
         self.resumed_from: int | None = None
+        self.best: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.evals: list[dict[str, float]] = []
 
@@ -157,34 +203,38 @@ class Trainer:
         """Rank 0 (or the only process): it writes files, reports, samples and evaluates."""
         return self.dist.is_main
 
+    @property
+    def variant(self) -> str:
+        return self.recipe.variant
+
     # ------------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        """Build networks, optimisers, EMA, augmentation and the data sampler on the device."""
-        cfg, v = self.train_cfg, self.variant
+        """Build networks, EMA copies, optimisers, schedulers, augmentation and the data samplers."""
+        cfg = self.train_cfg
         distributed.init(self.dist, self.device)
         self.dtype = resolve_precision(cfg.precision, self.device)
         torch.manual_seed(cfg.seed)
-        self.G, self.D = build_networks(v.architecture, self.spec)
+        self.nets = self.recipe.build()
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
-        self.G.to(self.device, memory_format=fmt)
-        self.D.to(self.device, memory_format=fmt)
-        distributed.broadcast_state(self.dist, self.G, self.D)  # every rank starts from rank 0's weights
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.opt_flags = optimizer_flags(v.optimizer, self.device)
-        self.opt_g = _optimizer(v, self.G, cfg.lr_g or v.lr_g, self.opt_flags)
-        self.opt_d = _optimizer(v, self.D, cfg.lr_d or v.lr_d, self.opt_flags)
+        for net in self.nets.values():
+            net.to(self.device, memory_format=fmt)
+        distributed.broadcast_state(self.dist, *self.nets.values())  # every rank starts from rank 0's weights
+        self.ema = {name: copy.deepcopy(self.nets[src]).eval().requires_grad_(False)
+                    for name, src in self.recipe.ema.items()}
+        self._build_optimizers()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.ada: AugmentPipe | None = build_ada(self.augment_cfg.ada).to(self.device) if self.augment_cfg.ada.enabled else None
+        ada_cfg = self.augment_cfg.ada
+        self.ada: AugmentPipe | None = build_ada(ada_cfg).to(self.device) if ada_cfg.enabled else None
         augmenting = self.ada is not None or bool(self.augment_cfg.diffaugment_policies)
-        self.objective = build_objective(v, self.G, self.D, self._augment if augmenting else None)
+        self.recipe.bind(self.nets, augment=self._augment if augmenting else None, device=self.device)
         if cfg.compile:
-            self._compile()
-        self.images = self.data.images.to(self.device)
-        self.labels = None if self.data.labels is None else self.data.labels.to(self.device)
-        self.sampler = torch.Generator().manual_seed(cfg.seed)  # the global batch order, the same on every rank
-        self.order = torch.empty(0, dtype=torch.int64, device=self.device)
-        self.cursor = 0
+            self.recipe.compile()
+        self.streams = {name: {k: t.to(self.device) for k, t in stream.items()}
+                        for name, stream in self.recipe.streams.items()}
+        # One sampler per stream (the first keeps train.seed: a one-stream recipe draws the batches it always did).
+        self.samplers = {name: StreamSampler(len(next(iter(stream.values()))), cfg.seed + i, self.device)
+                         for i, (name, stream) in enumerate(self.streams.items())}
         self.sign_acc = torch.zeros((), device=self.device)
         self.sign_count = 0
         self.p_log: list[tuple[int, torch.Tensor]] = []  # (step, p) at each adjustment, flushed at log time
@@ -193,13 +243,20 @@ class Trainer:
         if self.dist.enabled:  # latents, augmentation and dropout differ per rank; weights do not
             torch.manual_seed(cfg.seed + RANK_SEED_STRIDE * self.dist.rank)
 
-    def _compile(self) -> None:
-        """``torch.compile`` G and D's trunk in place (``nn.Module.compile``), so the modules and their
-        ``state_dict`` keys stay as they are (no ``_orig_mod.``). D is compiled at its body because the
-        objective calls ``features``/``logits``, not ``forward``; G_ema (sampling) stays eager. Gradient
-        penalties run D eagerly: compiled graphs have no double backward (see ``gans.losses.gradient_norm``)."""
-        self.G.compile()
-        self.D.body.compile()
+    def _build_optimizers(self) -> None:
+        """The recipe's optimisers (train.lr_g / train.lr_d override their rates) and LR schedules."""
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR] = {}
+        self.opt_flags: dict[str, dict[str, bool]] = {}
+        for name, spec in self.recipe.optimizers.items():
+            self.opt_flags[name] = optimizer_flags(spec.kind, self.device)
+            lr = getattr(self.train_cfg, spec.lr_param) or spec.lr
+            self.optimizers[name] = _optimizer(spec, self.nets, lr, self.opt_flags[name])
+            if spec.decay_start < 1.0:
+                def factor(step: int, start: float = spec.decay_start) -> float:
+                    return linear_decay(step, start=start, total=self.train_cfg.steps)
+
+                self.schedulers[name] = torch.optim.lr_scheduler.LambdaLR(self.optimizers[name], factor)
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         policies = self.augment_cfg.diffaugment_policies
@@ -216,59 +273,59 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This rank's share of the next global batch: (local_batch, C, R, R) reals and their labels.
-        The epoch's order goes to the device once per epoch; slicing it needs no host transfer."""
-        n, b, rank = len(self.data), self.local_batch, self.dist.rank
-        if self.cursor + self.train_cfg.batch_size > len(self.order):
-            self.order = torch.randperm(n, generator=self.sampler).to(self.device)
-            self.cursor = 0
-        idx = self.order[self.cursor + rank * b:self.cursor + (rank + 1) * b]
-        self.cursor += self.train_cfg.batch_size
-        real = to_float(self.images[idx])
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        return real, None if self.labels is None else self.labels[idx]
+    def _next_batch(self) -> Batch:
+        """This rank's share of the next global batch of every stream: uint8 images become floats in [-1, 1]
+        (channels_last where set), labels stay int64."""
+        batch: Batch = {}
+        for name, stream in self.streams.items():
+            idx = self.samplers[name].next(self.train_cfg.batch_size, self.local_batch, self.dist.rank)
+            batch[name] = {key: self._as_input(t[idx]) for key, t in stream.items()}
+        return batch
 
-    def _latents(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """z (N, z_dim [+ InfoGAN continuous codes in U(-1, 1)]) and labels (or the categorical code)."""
-        b, spec = self.local_batch, self.spec
-        z = torch.randn(b, spec.z_dim, device=self.device)
-        if spec.info_continuous:
-            z = torch.cat([z, torch.rand(b, spec.info_continuous, device=self.device) * 2 - 1], dim=1)
-        y = torch.randint(0, spec.num_classes, (b,), device=self.device) if spec.num_classes else None
-        return z, y
+    def _as_input(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dtype != torch.uint8:
+            return t
+        x = to_float(t)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
 
     # ------------------------------------------------------------------ step
 
     def train_step(self) -> dict[str, torch.Tensor]:
-        """n_critic D updates then one G update; returns detached statistics (no host sync)."""
+        """Every phase due at this step, in order; returns detached statistics (no host sync)."""
         stats: dict[str, torch.Tensor] = {}
-        d_labels = self.variant.conditional
-        for _ in range(self.variant.n_critic):
-            real, real_y = self._next_batch()
-            real_y = real_y if d_labels else None
-            z, fake_y = self._latents()
-            self.opt_d.zero_grad(set_to_none=True)
-            with self._autocast():
-                loss_d, d_stats = self.objective.d_phase(real, real_y, z, fake_y)
-            if self._optimise(loss_d, self.opt_d):
-                self.objective.after_d_step()
-            stats.update(d_stats)
-            self._ada_observe(d_stats["d_real_sign"])
-        z, fake_y = self._latents()
-        self.opt_g.zero_grad(set_to_none=True)
-        self.D.requires_grad_(False)  # G's update needs gradients through D, not D's own (8% of a DCGAN step)
+        batch: Batch | None = None
+        for phase in self.recipe.phases:
+            if self.step % phase.every:
+                continue
+            for _ in range(phase.repeats):
+                if phase.new_batch or batch is None:
+                    batch = self._next_batch()
+                stats.update(self._update(phase, batch))
+        self.step += 1
+        distributed.broadcast_state(self.dist, *self.nets.values(), buffers_only=True)  # as DDP's broadcast_buffers
+        self._update_ema()
+        for sched in self.schedulers.values():
+            sched.step()
+        return stats
+
+    def _update(self, phase: Phase, batch: Batch) -> dict[str, torch.Tensor]:
+        """One optimiser update of ``phase``; its frozen networks get no weight gradients (their gradients
+        would be computed and thrown away)."""
+        opt = self.optimizers[phase.optimizer]
+        opt.zero_grad(set_to_none=True)
+        frozen = [self.nets[n] for n in phase.frozen]
+        for net in frozen:
+            net.requires_grad_(False)
         try:
             with self._autocast():
-                loss_g, g_stats = self.objective.g_phase(z, fake_y, real, real_y)
-            self._optimise(loss_g, self.opt_g)
+                loss, stats = self.recipe.loss(phase.name, batch)
+            if self._optimise(loss, opt):
+                self.recipe.after_update(phase.name)
         finally:
-            self.D.requires_grad_(True)
-        stats.update(g_stats)
-        self.step += 1
-        distributed.broadcast_state(self.dist, self.G, self.D, buffers_only=True)  # as DDP's broadcast_buffers
-        self._update_ema()
+            for net in frozen:
+                net.requires_grad_(True)
+        if "d_real_sign" in stats:
+            self._ada_observe(stats["d_real_sign"])
         return stats
 
     def _optimise(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> bool:
@@ -293,10 +350,10 @@ class Trainer:
         return True
 
     def _diverged(self, what: str) -> None:
-        ckpts = sorted(self.checkpoint_dir.glob("ckpt-*.pt"))
+        ckpts = checkpoints.checkpoints(self.checkpoint_dir)
         kept = f"the last good checkpoint, {ckpts[-1]}, is kept" if ckpts else "no checkpoint was written yet"
         raise TrainingDiverged(
-            f"{what} (variant {self.variant.name}); {kept}. Lower the learning rates (train.lr_g, train.lr_d), "
+            f"{what} (variant {self.variant}); {kept}. Lower the learning rates (train.lr_g, train.lr_d), "
             f"use train.precision: fp32, or set train.on_nan: skip.")
 
     def check_finite(self) -> None:
@@ -331,6 +388,7 @@ class Trainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
+        """Every EMA copy follows its network with a half-life of ``train.ema_kimg`` thousand images."""
         cfg = self.train_cfg
         if cfg.ema_kimg <= 0:
             beta = 0.0
@@ -339,10 +397,11 @@ class Trainer:
             if cfg.ema_rampup > 0:
                 ema_nimg = min(ema_nimg, self.step * cfg.batch_size * cfg.ema_rampup)
             beta = 0.5 ** (cfg.batch_size / max(ema_nimg, 1e-8))
-        ema_params = list(self.G_ema.parameters())
-        torch._foreach_lerp_(ema_params, list(self.G.parameters()), 1.0 - beta)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
+        for name, src in self.recipe.ema.items():
+            ema, net = self.ema[name], self.nets[src]
+            torch._foreach_lerp_(list(ema.parameters()), list(net.parameters()), 1.0 - beta)
+            for b_ema, b in zip(ema.buffers(), net.buffers()):
+                b_ema.copy_(b)
 
     @property
     def ada_p(self) -> float:
@@ -351,16 +410,18 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs: networks and EMA copies (by name), optimisers, LR schedules,
+        the family's extra state, the AMP scaler, ADA, the RNG streams, the data order and the history."""
         state = {
-            "step": self.step,
-            "fingerprint": self.fingerprint,
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "step": self.step, "fingerprint": self.fingerprint,
+            **{name: net.state_dict() for name, net in {**self.nets, **self.ema}.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "schedulers": {name: s.state_dict() for name, s in self.schedulers.items()},
+            "family_state": self.recipe.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "ada_p": self.ada_p,
-            "sign_acc": float(self.sign_acc), "sign_count": self.sign_count,
-            "rng_torch": torch.get_rng_state(), "rng_sampler": self.sampler.get_state(),
-            "order": self.order.cpu(), "cursor": self.cursor,
+            "ada_p": self.ada_p, "sign_acc": float(self.sign_acc), "sign_count": self.sign_count,
+            "rng_torch": torch.get_rng_state(),
+            "samplers": {name: s.state_dict() for name, s in self.samplers.items()},
             "history": self.history, "extra": self.extra, "best": self.best, "evals": self.evals,
         }
         if self.device.type == "cuda":
@@ -385,17 +446,18 @@ class Trainer:
             if rng_ranks is not None:
                 state["rng_ranks"] = rng_ranks
             save_torch(state, path)
-            for old in sorted(self.checkpoint_dir.glob("ckpt-*.pt"))[: -self.train_cfg.keep_checkpoints]:
-                old.unlink(missing_ok=True)
+            checkpoints.prune(self.checkpoint_dir, self.train_cfg.keep_checkpoints)
         distributed.barrier(self.dist)
         return path
 
     def load_checkpoint(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["G"])
-        self.D.load_state_dict(state["D"])
-        self.G_ema.load_state_dict(state["G_ema"])
-        _load_optimizer(self.opt_g, state["opt_g"], self.opt_flags)
-        _load_optimizer(self.opt_d, state["opt_d"], self.opt_flags)
+        for name, net in {**self.nets, **self.ema}.items():
+            net.load_state_dict(state[name])
+        for name, opt in self.optimizers.items():
+            _load_optimizer(opt, state["optimizers"][name], self.opt_flags[name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        self.recipe.load_state_dict(state["family_state"])
         self.scaler.load_state_dict(state["scaler"])
         if self.ada is not None:
             self.ada.p.fill_(state["ada_p"])
@@ -403,8 +465,8 @@ class Trainer:
         self.sign_count = state["sign_count"]
         self.step = self.resumed_from = int(state["step"])
         self._load_rng(state)
-        self.sampler.set_state(state["rng_sampler"].cpu())
-        self.order, self.cursor = state["order"].to(self.device), state["cursor"]
+        for name, sampler in self.samplers.items():
+            sampler.load_state_dict(state["samplers"][name])
         self.history = list(state["history"])
         self.best = dict(state.get("best", {}))
         self.evals = list(state.get("evals", []))
@@ -428,13 +490,7 @@ class Trainer:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         """``extra`` of the newest readable checkpoint of this configuration (e.g. its tracking run), or {}."""
-        for path in sorted(self.checkpoint_dir.glob("ckpt-*.pt"), reverse=True):
-            try:
-                state = load_torch(path)
-            except Exception:
-                continue
-            return dict(state.get("extra", {})) if state.get("fingerprint") == self.fingerprint else {}
-        return {}
+        return checkpoints.latest_extra(self.checkpoint_dir, self.fingerprint)
 
     def resume(self) -> int | None:
         """Load the newest readable checkpoint of this configuration; return its step.
@@ -452,30 +508,28 @@ class Trainer:
         self.load_checkpoint(state)
         return self.step
 
-    def _networks_fit(self, state: dict[str, Any]) -> bool:
-        """Whether the checkpoint's weights have this code's parameter names and shapes (the networks of a
-        preset can change between releases while its params stay the same)."""
-        for key, net in (("G", self.G), ("D", self.D)):
-            saved = state.get(key, {})
-            ours = net.state_dict()
+    def _fits(self, state: dict[str, Any]) -> bool:
+        """Whether the checkpoint was written for this configuration and holds this code's networks (their
+        parameter names and shapes can change between releases while the params stay the same)."""
+        if state.get("fingerprint") != self.fingerprint:
+            return False
+        for name, net in self.nets.items():
+            saved, ours = state.get(name, {}), net.state_dict()
             if saved.keys() != ours.keys() or any(saved[k].shape != v.shape for k, v in ours.items()):
                 return False
         return True
 
     def _find_checkpoint(self) -> tuple[dict[str, Any] | None, Path | None]:
-        candidates = sorted(self.checkpoint_dir.glob("ckpt-*.pt"), reverse=True)
+        candidates = list(reversed(checkpoints.checkpoints(self.checkpoint_dir)))
         for path in candidates:
             try:
                 state = load_torch(path, map_location=self.device)
             except Exception as err:
-                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); trying an older one", file=sys.stderr)
+                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); trying an older one",
+                      file=sys.stderr)
                 continue
-            if state.get("fingerprint") != self.fingerprint or not self._networks_fit(state):
-                stash = self.checkpoint_dir / "previous"
-                shutil.rmtree(stash, ignore_errors=True)
-                stash.mkdir(parents=True)
-                for p in candidates:
-                    p.rename(stash / p.name)
+            if not self._fits(state):
+                stash = checkpoints.set_aside(self.checkpoint_dir, candidates)
                 print(f"note: checkpoints in {self.checkpoint_dir} belong to another configuration; "
                       f"moved them to {stash} and starting fresh", file=sys.stderr)
                 return None, None
@@ -494,26 +548,29 @@ class Trainer:
         self.check_finite()
         self.history.append({"step": float(self.step), **values})
         self.reporter.scalars(self.step, values)
-        bar.set_postfix(loss_d=f"{values['loss_d']:.3f}", loss_g=f"{values['loss_g']:.3f}", p=f"{values['ada_p']:.3f}")
+        bar.set_postfix({k: f"{values[k]:.3f}" for k in ("loss_d", "loss_g") if k in values} | {"p": f"{self.ada_p:.3f}"})
 
     def _periodic_eval(self) -> None:
-        """Score the EMA generator; keep ``best.pt`` (generator payload) when its FID is the lowest so far."""
-        result = self.evaluate_fn(self.G_ema, self.spec)
+        """Score the exported artifact; keep it as ``best.pt`` when its primary metric is the best so far."""
+        payload = self.export()
+        result = self.evaluate_fn(payload)
         self.reporter.scalars(self.step, result)
         self.evals.append({"step": float(self.step), **{k: float(v) for k, v in result.items()}})
-        if "fid" in result and result["fid"] < self.best.get("fid", float("inf")):
-            self.best = {"fid": float(result["fid"]), "step": float(self.step)}
-            save_torch({**self.generator_payload(), "fid": result["fid"]}, self.checkpoint_dir / "best.pt")
-        self.G_ema.eval()
+        key, higher = self.recipe.primary_metric, self.recipe.higher_is_better
+        if key in result:
+            value, best = float(result[key]), self.best.get(key)
+            if best is None or (value > best if higher else value < best):
+                self.best = {key: value, "step": float(self.step)}
+                save_torch({**payload, key: value}, self.checkpoint_dir / "best.pt")
+        for net in self.ema.values():
+            net.eval()
 
     def sample_grid(self) -> torch.Tensor:
-        """uint8 (C, H, W) grid of EMA samples with fixed seeds."""
-        seeds, labels = grid_seeds_labels(self.spec.num_classes)
-        images = generate(self.G_ema, seeds, labels, z_dim=self.spec.z_dim, device=self.device)
-        return image_grid(images)
+        """uint8 (C, H, W) grid of the recipe's fixed inputs through the EMA networks."""
+        return self.recipe.sample_grid(self.ema, self.device)
 
     def fit(self) -> TrainResult:
-        """Train up to ``train.steps`` generator steps, resuming if a checkpoint exists.
+        """Train up to ``train.steps`` steps, resuming if a checkpoint exists.
 
         Under torchrun every rank runs this loop; statistics, sample grids, periodic evaluation and the
         progress bar come from rank 0 only (its own batch's statistics), and rank 0 writes checkpoints."""
@@ -523,12 +580,12 @@ class Trainer:
         if not self.is_main:
             self.reporter, self.evaluate_fn = NullReporter(), None
         start_step, started = self.step, time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.variant.name}", unit="step",
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.variant}", unit="step",
                    disable=None if self.is_main else True, dynamic_ncols=True)
         with bar:
             while self.step < cfg.steps:
-                self.G.train()
-                self.D.train()
+                for net in self.nets.values():
+                    net.train()
                 stats = self.train_step()
                 bar.update(1)
                 self._after_step(stats, bar)
@@ -540,9 +597,10 @@ class Trainer:
         replicas = self.replica_report() if self.dist.enabled else []
         if len({r["digest"] for r in replicas}) > 1 and self.is_main:
             print(f"warning: the {len(replicas)} processes ended with different weights: {replicas}", file=sys.stderr)
+        per_step = sum(p.repeats / p.every for p in self.recipe.phases if p.new_batch)
         return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p, best=self.best,
-                           img_per_s=done * cfg.batch_size * self.variant.n_critic / seconds if done else 0.0,
-                           seconds=seconds, variant=self.variant.name, history=self.history, evals=self.evals,
+                           img_per_s=done * cfg.batch_size * per_step / seconds if done else 0.0,
+                           seconds=seconds, variant=self.variant, history=self.history, evals=self.evals,
                            world_size=self.dist.world_size, replicas=replicas)
 
     def _after_step(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
@@ -559,8 +617,8 @@ class Trainer:
             self.reporter.image(self.step, self.sample_grid())
             if bar.disable and self.history:  # no terminal: a plain progress line instead
                 last = self.history[-1]
-                print(f"step {self.step}/{cfg.steps}  loss_d {last['loss_d']:.3f}  loss_g {last['loss_g']:.3f}"
-                      f"  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
+                losses = "".join(f"  {k} {last[k]:.3f}" for k in ("loss_d", "loss_g") if k in last)
+                print(f"step {self.step}/{cfg.steps}{losses}  ada_p {last['ada_p']:.3f}", file=sys.stderr, flush=True)
         if cfg.eval_every and due(cfg.eval_every):
             self.check_finite()
             if self.evaluate_fn is not None:
@@ -570,10 +628,10 @@ class Trainer:
             self.save_checkpoint()
 
     def replica_report(self) -> list[dict[str, Any]]:
-        """Every rank's step and a digest of its G, D and G_ema weights and buffers, in rank order (a
-        collective under torchrun). Data-parallel ranks agree on all of them."""
+        """Every rank's step and a digest of its networks' and EMA copies' weights and buffers, in rank order
+        (a collective under torchrun). Data-parallel ranks agree on all of them."""
         h = hashlib.sha256()
-        for module in (self.G, self.D, self.G_ema):
+        for module in (*self.nets.values(), *self.ema.values()):
             for t in module.state_dict().values():
                 h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         mine = {"rank": self.dist.rank, "step": self.step, "digest": h.hexdigest()[:16]}
@@ -584,39 +642,9 @@ class Trainer:
         process group. A no-op for a single process."""
         distributed.shutdown(self.dist)
 
-    def generator_payload(self) -> dict[str, Any]:
-        """What ``models/generator.pt`` holds: EMA weights plus everything needed to rebuild G."""
-        return {
-            "state_dict": {k: v.contiguous() for k, v in self.G_ema.state_dict().items()},
-            "spec": asdict(self.spec),
-            "variant": {**asdict(self.variant), "regularizers": list(self.variant.regularizers)},
-            "model": to_dict(self.model_cfg),
-            "classes": list(self.data.classes),
-            "step": self.step,
-        }
-
-
-def build_spec(variant: Variant, model: ModelConfig, *, channels: int, resolution: int, data_classes: int) -> NetSpec:
-    """The network spec of ``variant`` for images of this shape and label count."""
-    cond = variant.conditioning
-    num_classes = data_classes if variant.conditional else variant.info_categories if cond == "infogan" else 0
-    return NetSpec(channels=channels, resolution=resolution, z_dim=model.z_dim, width=model.width,
-                   num_classes=num_classes, conditioning=cond,
-                   info_continuous=variant.info_continuous if cond == "infogan" else 0,
-                   d_norm=variant.d_norm, d_dropout=variant.d_dropout, minibatch_features=variant.minibatch_features,
-                   spectral_norm_d="spectral-norm" in variant.regularizers,
-                   spectral_norm_g="spectral-norm" in variant.regularizers and variant.architecture == "sagan",
-                   attention_res=variant.attention_res or resolution // 2)
-
-
-def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment=None) -> GANObjective:
-    """The loss, regularizers and auxiliary objectives of ``variant`` bound to G and D."""
-    regs = tuple(REGULARIZERS[r](**variant.reg_args.get(r, {})) for r in variant.regularizers if r in REGULARIZERS)
-    extras = Extras(acgan=variant.conditioning == "acgan", infogan=variant.conditioning == "infogan",
-                    info_categories=variant.info_categories, info_continuous=variant.info_continuous,
-                    feature_matching=variant.feature_matching)
-    return GANObjective(generator=G, discriminator=D, loss=LOSSES[variant.loss](**variant.loss_args),
-                        regularizers=regs, extras=extras, **({"augment": augment} if augment else {}))
+    def export(self) -> dict[str, Any]:
+        """The artifact payload (``models/generator.pt``): the recipe's export of the EMA networks."""
+        return self.recipe.export(self.ema, self.step)
 
 
 def optimizer_flags(optimizer: str, device: torch.device) -> dict[str, bool]:
@@ -628,10 +656,12 @@ def optimizer_flags(optimizer: str, device: torch.device) -> dict[str, bool]:
     return {"fused": True} if "fused" in inspect.signature(cls).parameters else {"foreach": True}
 
 
-def _optimizer(variant: Variant, module: nn.Module, lr: float, flags: dict[str, bool]) -> torch.optim.Optimizer:
-    if variant.optimizer == "rmsprop":
-        return torch.optim.RMSprop(module.parameters(), lr=lr, **flags)
-    return torch.optim.Adam(module.parameters(), lr=lr, betas=(variant.beta1, variant.beta2), **flags)
+def _optimizer(spec: OptimizerSpec, nets: dict[str, nn.Module], lr: float,
+               flags: dict[str, bool]) -> torch.optim.Optimizer:
+    params = [p for name in spec.networks for p in nets[name].parameters()]
+    if spec.kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, **flags)
+    return torch.optim.Adam(params, lr=lr, betas=spec.betas, **flags)
 
 
 def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any], flags: dict[str, bool]) -> None:
@@ -639,14 +669,3 @@ def _load_optimizer(opt: torch.optim.Optimizer, saved: dict[str, Any], flags: di
     fused/foreach flags, which may come from another device) and its placement of the step counters."""
     groups = [{**g, **{k: flags.get(k) for k in ("fused", "foreach") if k in g}} for g in saved["param_groups"]]
     opt.load_state_dict({**saved, "param_groups": groups})
-
-
-def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the EMA generator saved by the train stage; returns (G in eval mode, payload)."""
-    payload = load_torch(path, map_location=device)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "spec" not in payload:
-        raise ValueError(f"{path} is not a generator file written by the train stage")
-    spec = NetSpec(**payload["spec"])
-    generator, _ = build_networks(payload["variant"]["architecture"], spec)
-    generator.load_state_dict(payload["state_dict"])
-    return generator.to(device).eval(), payload

@@ -80,53 +80,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     print(f"serving {model} from {uri} on http://{host}:{port}/invocations", file=sys.stderr)
+    example = SERVE_EXAMPLES[params.resolved.family.artifact]
     print('try: curl -s -X POST -H "Content-Type: application/json" '
-          f"http://{host}:{port}/invocations -d '{{\"dataframe_records\": [{{\"seed\": 0}}]}}'", file=sys.stderr)
+          f"http://{host}:{port}/invocations -d '{example}'", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import torch
-
     from gans.io import atomic_write
-    from gans.sampling import generate, image_grid, png_bytes
+    from gans.sampling import image_grid, png_bytes
 
     params = _params(args)
-    if args.checkpoint:
-        generator, spec = _generator_file(args.checkpoint)
+    artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
+    if artifact.kind == "translate":
+        grid = _translation_grid(artifact, args)
     else:
-        generator, spec = _champion_generator(params)
-    labels = None
-    if spec["num_classes"]:
-        labels = [args.label if args.label is not None else i % spec["num_classes"] for i in range(args.count)]
-    seeds = list(range(args.seed, args.seed + args.count))
-    images = generate(generator, seeds, labels, z_dim=spec["z_dim"], device=torch.device("cpu"))
-    grid = image_grid(images, per_row=args.per_row)
+        labels = None
+        if artifact.num_classes:
+            labels = [args.label if args.label is not None else i % artifact.num_classes for i in range(args.count)]
+        grid = image_grid(artifact.generate(list(range(args.seed, args.seed + args.count)), labels),
+                          per_row=args.per_row)
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
     return 0
 
 
-def _generator_file(path: str):
-    """(generator, spec) from a generator file, with a user error for a missing or foreign file."""
-    from gans.trainer import load_generator
+def _translation_grid(artifact: Any, args: argparse.Namespace):
+    """input | output (| target) rows over the first ``--count`` prepared holdout images."""
+    from pipeline import paths
+    from pipeline.files import load_dataset_file
+
+    direction = args.direction or artifact.directions[0]
+    if direction not in artifact.directions:
+        raise ConfigError(f"--direction: got {direction!r}; this model translates {', '.join(artifact.directions)}")
+    holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
+    return artifact.sample_grid(holdout, direction=direction, count=args.count)
+
+
+def _artifact_file(path: str):
+    """The artifact in a model file, with a user error for a missing or foreign file."""
+    from gans.families import load_artifact
 
     if not Path(path).is_file():
         raise ConfigError(f"--checkpoint: {path} does not exist")
     try:
-        generator, payload = load_generator(path, "cpu")
+        return load_artifact(path, "cpu")
     except Exception as err:
         raise ConfigError(f"--checkpoint: {path} is not a generator file written by the train stage "
                           f"({type(err).__name__})") from None
-    return generator, payload["spec"]
 
 
-def _champion_generator(params: Any):
+def _champion_artifact(params: Any):
     import mlflow
 
+    from gans.families import load_artifact
     from pipeline import tracking
-    from gans.trainer import load_generator
 
     tracking.configure(params.tracking)
     uri = f"models:/{params.register.model_name}@champion"
@@ -135,18 +144,33 @@ def _champion_generator(params: Any):
     except Exception as err:
         raise ConfigError(f"register.model_name: no champion of {params.register.model_name!r} in "
                           f"{params.tracking.uri} ({type(err).__name__}); run the pipeline first") from None
-    path = next(Path(local).rglob("generator.pt"))
-    generator, payload = load_generator(path, "cpu")
-    return generator, payload["spec"]
+    return load_artifact(next(Path(local).rglob("generator.pt")), "cpu")
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    from gans.variants import PRESETS
+    from gans.families import FAMILIES
 
-    for name, v in PRESETS.items():
-        comps = ", ".join(f"{k}={val}" for k, val in v.components().items())
-        print(f"{name:12s} {comps}\n{'':12s} {v.paper}")
+    for family in FAMILIES.values():
+        order = "higher" if family.higher_is_better else "lower"
+        print(f"== {family.name}: artifact {family.artifact}, trains on {' or '.join(family.layouts)} data, "
+              f"champion by {family.primary_metric} ({order} is better)")
+        for name, preset in family.presets.items():
+            comps = ", ".join(f"{k}={val}" for k, val in family.components(preset).items())
+            print(f"{name:12s} {comps}\n{'':12s} {preset.paper}")
     return 0
+
+
+def _metrics_line(ev: dict[str, Any]) -> str:
+    """The family's headline metrics of an eval.json, in one line."""
+    from gans.families import family_named
+
+    family = family_named(ev.get("family", "noise-to-image"))
+    cells = [f"{m.label} {ev[m.key]:{m.fmt}}" for m in family.headline if isinstance(ev.get(m.key), (int, float))]
+    return "  ".join(cells) + f"  ({ev['extractor']} features, {ev['num_samples']} samples)"
+
+
+SERVE_EXAMPLES = {"generate": '{"dataframe_records": [{"seed": 0}]}',
+                  "translate": '{"dataframe_records": [{"image": "<base64 PNG>", "direction": "a2b"}]}'}
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -160,8 +184,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         raise ConfigError("no metrics/eval.json yet: run `dvc repro` first")
     if tr:
         print(f"trained {tr['variant']} for {tr['steps']} steps at {tr['img_per_s']:.0f} img/s (ADA p={tr['ada_p']:.3f})")
-    print(f"FID {ev['fid']:.3f}  IS {ev['is']:.3f}  KID {ev['kid']:.5f}  precision {ev['precision']:.3f}  "
-          f"recall {ev['recall']:.3f}  ({ev['extractor']} features, {ev['num_samples']} samples)")
+    print(_metrics_line(ev))
     if reg:
         state = "champion" if reg["champion"] else f"not champion ({reg['reason']})"
         print(f"registered {reg['model_name']} version {reg['version']}: {state}")
@@ -169,7 +192,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     uri = params.tracking.uri
     print(f"compare runs: open {uri}" if uri.startswith(("http://", "https://"))
           else f"compare runs: mlflow ui --backend-store-uri {uri}")
-    print("serve the champion: gans serve   (then POST /invocations {\"dataframe_records\": [{\"seed\": 0}]})")
+    print(f"serve the champion: gans serve   (then POST /invocations {SERVE_EXAMPLES[ev.get('artifact', 'generate')]})")
     return 0
 
 
@@ -205,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int)
+    p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
     add("variants", cmd_variants, "list the variant presets and their components")

@@ -107,21 +107,20 @@ def register_task(params_file: str, overrides: list[str], via_dvc: bool = False)
 
 
 def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], registered: dict[str, Any]) -> str:
-    rows = [
-        ("variant", train["variant"]), ("steps", train["steps"]), ("img/s", f"{train['img_per_s']:.0f}"),
-        ("ADA p", f"{train['ada_p']:.3f}"), ("FID", f"{evaluation['fid']:.3f}"), ("IS", f"{evaluation['is']:.3f}"),
-        ("KID", f"{evaluation['kid']:.5f}"), ("precision", f"{evaluation['precision']:.3f}"),
-        ("recall", f"{evaluation['recall']:.3f}"),
+    """The run summary: what trained, its family's metrics, what it was evaluated on, the registry's verdict."""
+    from gans.families import family_named
+
+    family = family_named(evaluation.get("family", "noise-to-image"))
+    rows = [("variant", f"{train['variant']} ({family.name})"), ("steps", train["steps"]),
+            ("img/s", f"{train['img_per_s']:.0f}"), ("ADA p", f"{train['ada_p']:.3f}")]
+    rows += [(m.label, f"{evaluation[m.key]:{m.fmt}}") for m in family.headline
+             if isinstance(evaluation.get(m.key), (int, float))]
+    rows += [
         ("features", (f"{evaluation['extractor']} ({evaluation['num_samples']} generated, "
                       f"{evaluation['num_real']} real)")),
         ("model version", f"{registered['model_name']} v{registered['version']}"),
         ("champion", "yes" if registered["champion"] else f"no: {registered['reason']}"),
     ]
-    if "conditional_accuracy" in evaluation:
-        rows.insert(6, ("conditional accuracy", f"{evaluation['conditional_accuracy']:.3f}"))
-    if "cluster_accuracy" in evaluation:
-        rows.insert(6, ("InfoGAN code accuracy (purity)",
-                        f"{evaluation['cluster_accuracy']:.3f} ({evaluation['cluster_purity']:.3f})"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"# GAN pipeline run\n\n| metric | value |\n| --- | --- |\n{table}\n\n"
             f"Sample grid: `{paths.GRID.resolve()}`\n")

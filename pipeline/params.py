@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,8 +12,8 @@ import yaml
 
 from gans.config import (AugmentConfig, ConfigError, DataConfig, EvaluateConfig, ModelConfig, TrainConfig,
                          build_config, require, to_dict)
-from gans.data import DataError, check_source
-from gans.variants import resolve_variant
+from gans.data import DataError, check_source, source_layout
+from gans.families import Resolved, check_layout, resolve
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +73,12 @@ class Params:
             check_source(self.data.source)
         except DataError as err:
             raise ConfigError(str(err)) from None
-        resolve_variant(self.model)
+        check_layout(self.resolved, source_layout(self.data.source), self.data.source)
+
+    @cached_property
+    def resolved(self) -> Resolved:
+        """``model.variant`` resolved once: its family and checked composition."""
+        return resolve(self.model)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -1,11 +1,10 @@
 """Model registration and the champion rule.
 
-Every registered version carries tags (variant, data, evaluator, FID, IS,
-git commit, DVC stage hash). ``challenger`` is the newest version;
-``champion`` moves to the new version only when its FID is lower than the
-champion's on a comparable evaluation: the same evaluator id and the same
-number of generated samples. FIDs from different feature extractors are
-never compared.
+Every registered version carries tags (family, variant, data, evaluator, the family's metrics, git commit,
+DVC stage hash). ``challenger`` is the newest version; ``champion`` moves to the new version only when it
+is better by its family's primary metric (FID for generators and translators, lower is better) than the
+champion on a comparable evaluation: the same family, data, evaluator id and sample count. Versions of
+different families, data or feature extractors are never compared.
 """
 
 from __future__ import annotations
@@ -24,8 +23,14 @@ from pipeline.params import Params
 from pipeline.paths import project_root
 
 
+DEFAULT_FAMILY = "noise-to-image"  # versions registered before families existed
+
+
 def comparable(a: dict[str, str], b: dict[str, str]) -> bool:
-    return a.get("evaluator_id") == b.get("evaluator_id") and a.get("num_samples") == b.get("num_samples")
+    """Same family, data (where both record it), evaluator and sample count."""
+    same_data = a.get("data_hash") == b.get("data_hash") or not (a.get("data_hash") and b.get("data_hash"))
+    return (a.get("family", DEFAULT_FAMILY) == b.get("family", DEFAULT_FAMILY) and same_data
+            and a.get("evaluator_id") == b.get("evaluator_id") and a.get("num_samples") == b.get("num_samples"))
 
 
 def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promote: str) -> tuple[bool, str]:
@@ -37,13 +42,38 @@ def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promot
     if champion is None:
         return True, "there was no champion"
     if not comparable(new, champion):
-        return False, (f"the champion was evaluated with evaluator {champion.get('evaluator_id')} on "
-                       f"{champion.get('num_samples')} samples, this version with {new.get('evaluator_id')} on "
-                       f"{new.get('num_samples')}; FIDs are not comparable (set register.promote: always to force)")
-    new_fid, old_fid = float(new["fid"]), float(champion["fid"])
-    if math.isfinite(new_fid) and new_fid < old_fid:
-        return True, f"FID {new_fid:.3f} < champion's {old_fid:.3f}"
-    return False, f"FID {new_fid:.3f} is not better than the champion's {old_fid:.3f}"
+        return False, (f"the champion ({champion.get('family', DEFAULT_FAMILY)}, data {champion.get('data_hash')}) "
+                       f"was evaluated with evaluator {champion.get('evaluator_id')} on "
+                       f"{champion.get('num_samples')} samples, this version ({new.get('family', DEFAULT_FAMILY)}, "
+                       f"data {new.get('data_hash')}) with {new.get('evaluator_id')} on {new.get('num_samples')}; "
+                       "they are not comparable (set register.promote: always to force)")
+    metric = new.get("metric", "fid")
+    higher = new.get("higher_is_better", "false") == "true"
+    name = metric.upper() if metric in ("fid", "kid", "is") else metric
+    new_v, old_v = float(new[metric]), float(champion.get(metric, "nan"))
+    better = new_v > old_v if higher else new_v < old_v
+    if math.isfinite(new_v) and (better or not math.isfinite(old_v)):
+        return True, f"{name} {new_v:.3f} {'>' if higher else '<'} champion's {old_v:.3f}"
+    return False, f"{name} {new_v:.3f} is not better than the champion's {old_v:.3f}"
+
+
+def version_tags(eval_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, str]:
+    """The tags a version carries: what it is, what it was evaluated on, and its family's metrics."""
+    metric = str(eval_metrics.get("primary_metric", "fid"))
+    tags = {
+        "family": str(eval_metrics.get("family", DEFAULT_FAMILY)), "variant": str(eval_metrics["variant"]),
+        "data_source": data_meta["source"], "data_hash": data_meta["hash"],
+        "evaluator_id": str(eval_metrics["evaluator_id"]), "extractor": str(eval_metrics["extractor"]),
+        "num_samples": str(eval_metrics["num_samples"]), "metric": metric,
+        "higher_is_better": "true" if eval_metrics.get("higher_is_better") else "false",
+    }
+    for key, value in eval_metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("num_samples", "num_real", "step"):
+            tags[key] = repr(float(value))
+    for key in ("directions",):
+        if key in eval_metrics:
+            tags[key] = ",".join(eval_metrics[key])
+    return tags
 
 
 def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
@@ -54,13 +84,8 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
     exp_id = tracking.configure(params.tracking)
     client = mlflow.MlflowClient()
     name = params.register.model_name
-    tags = {
-        "variant": str(eval_metrics["variant"]), "data_source": data_meta["source"], "data_hash": data_meta["hash"],
-        "evaluator_id": str(eval_metrics["evaluator_id"]), "extractor": str(eval_metrics["extractor"]),
-        "num_samples": str(eval_metrics["num_samples"]), "fid": repr(float(eval_metrics["fid"])),
-        "is": repr(float(eval_metrics["is"])), "git_commit": tracking.git_commit(),
-        "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": file_hash(generator_path),
-    }
+    tags = {**version_tags(eval_metrics, data_meta), "git_commit": tracking.git_commit(),
+            "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": file_hash(generator_path)}
     with registry_lock(tracking.resolve_uri(params.tracking.uri)):
         version, run_id = _existing_version(client, name, tags["generator_hash"])
         if version is None:
@@ -80,7 +105,7 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
           file=sys.stderr)
     return {"model_name": name, "version": int(version), "champion": promote, "reason": reason,
             "champion_version": int(version) if promote else (int(champion[0]) if champion else None),
-            "run_id": run_id, "fid": float(eval_metrics["fid"])}
+            "run_id": run_id, "metric": tags["metric"], tags["metric"]: float(eval_metrics[tags["metric"]])}
 
 
 def _existing_version(client: Any, name: str, generator_hash: str) -> tuple[str | None, str | None]:
@@ -100,21 +125,21 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
     """Log the pyfunc model into the training run (or a new run if it is gone) and register it."""
     import mlflow
 
-    from gans.io import load_torch
-    from pipeline.serving import signature
+    from gans.families import load_artifact
+    from pipeline.serving import signature_of
 
     if run_id:
         try:
             client.get_run(run_id)
         except Exception:
             run_id = None
-    conditional = bool(load_torch(generator_path)["spec"]["num_classes"])  # takes a label column
+    model_signature = signature_of(load_artifact(generator_path, "cpu"))  # the rows its artifact kind takes
     # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
     run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
     with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
         info = mlflow.pyfunc.log_model(
             name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
-            artifacts={"generator": str(generator_path)}, signature=signature(conditional),
+            artifacts={"generator": str(generator_path)}, signature=model_signature,
             model_config={"max_rows": params.serve.max_rows}, registered_model_name=params.register.model_name,
             pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
         )

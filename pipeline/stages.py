@@ -1,63 +1,67 @@
-"""The pipeline stages. Each reads its own params section and the files earlier
-stages wrote, calls into ``gans``, and writes its outputs atomically. DVC runs
-them through the CLI; the Prefect flow calls them as tasks."""
+"""The pipeline stages. Each reads its own params section and the files earlier stages wrote, calls into
+``gans`` (dispatching on the model's family through ``gans.families``), and writes its outputs atomically.
+DVC runs them through the CLI; the Prefect flow calls them as tasks."""
 
 from __future__ import annotations
 
 import csv
-import json
+import hashlib
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from gans import checkpoints
 from gans.config import AugmentConfig, build_config, to_dict
-from gans.data import ImageSet, load_source, split_holdout
-from gans.evaluation import (DomainExtractor, Features, accuracy, cached_features, classifier_from_payload,
-                             classifier_payload, cluster_accuracy, cluster_purity, frechet_distance,
-                             generative_metrics, train_classifier)
-from gans.io import atomic_write, load_torch, save_json, save_torch
-from gans.sampling import generate, grid_seeds_labels, image_grid, png_bytes
-from gans.trainer import Trainer, load_generator, resolve_device
-from gans.variants import resolve_variant
+from gans.data import Dataset, ImageSet, load_dataset, split_dataset
+from gans.evaluation import accuracy, classifier_payload, train_classifier
+from gans.families import recipe as family_recipe
+from gans.io import atomic_write, save_json, save_torch
+from gans.sampling import png_bytes
+from gans.trainer import Trainer, check_trainable, resolve_device, training_fingerprint
 from pipeline import paths
+from pipeline.files import StageError, load_dataset_file, read_json, require_file
 from pipeline.params import Params
-from pipeline.paths import project_root
 
 
-class StageError(RuntimeError):
-    """A stage cannot run: a missing input, or an input of the wrong kind."""
-
-
-def _require_file(path: Path, stage: str) -> Path:
-    if not path.is_file():
-        raise StageError(f"{path} is missing: run the '{stage}' stage first (dvc repro {stage})")
-    return path
-
-
-def _load_set(path: Path, stage: str) -> ImageSet:
-    return ImageSet.from_dict(load_torch(_require_file(path, stage)))
-
-
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    return json.loads(_require_file(path, stage).read_text())
+def device_of(params: Params) -> torch.device:
+    """The device of every stage that runs a network: ``train.device`` is its one home (dvc.yaml declares it
+    for the evaluator, train and evaluate stages)."""
+    return resolve_device(params.train.device)
 
 
 # ---------------------------------------------------------------- prepare
 
 
+def _data_meta(cfg, data_hash: str, train: Dataset, holdout: Dataset) -> dict[str, Any]:
+    """meta.json: the source, layout, counts, shape, classes and content hash. The images layout keeps its
+    fields at the top level; two-domain layouts describe each part under ``parts``."""
+    meta: dict[str, Any] = {"source": cfg.source, "layout": train.layout, "resolution": cfg.resolution,
+                            "hash": data_hash}
+    if train.layout == "images":
+        tr, ho = train.images, holdout.images
+        return {**meta, "count": len(tr) + len(ho), "train_count": len(tr), "holdout_count": len(ho),
+                "channels": int(tr.images.shape[1]), "classes": list(tr.classes), "labelled": tr.labels is not None}
+    parts = train.describe()
+    for name, info in parts.items():
+        info["train_count"], info["holdout_count"] = info.pop("count"), len(holdout.parts[name])
+    return {**meta, "parts": parts, "train_count": sum(len(s) for s in train.parts.values()),
+            "holdout_count": sum(len(s) for s in holdout.parts.values()), "labelled": train.labelled}
+
+
 def prepare(params: Params) -> dict[str, Any]:
-    """Load ``data.source``, resize, split; write data/prepared/{train,holdout}.pt and meta.json."""
+    """Load ``data.source``, resize, split (or take the split it ships); write data/prepared/{train,holdout}.pt
+    and meta.json."""
     cfg = params.data
-    data = load_source(cfg)
-    train, holdout = split_holdout(data, cfg.holdout_fraction, cfg.seed)
-    meta = {
-        "source": cfg.source, "count": len(data), "train_count": len(train), "holdout_count": len(holdout),
-        "channels": int(data.images.shape[1]), "resolution": cfg.resolution,
-        "classes": list(data.classes), "labelled": data.labels is not None, "hash": data.content_hash(),
-    }
+    data, shipped = load_dataset(cfg)
+    if shipped is None:
+        data_hash = data.content_hash()
+        train, holdout = split_dataset(data, cfg.holdout_fraction, cfg.seed)
+    else:
+        train, holdout = data, shipped
+        data_hash = _hash_of(train.content_hash(), holdout.content_hash())
+    meta = _data_meta(cfg, data_hash, train, holdout)
     save_torch(train.to_dict(), paths.PREPARED / "train.pt")
     save_torch(holdout.to_dict(), paths.PREPARED / "holdout.pt")
     save_json(meta, paths.PREPARED / "meta.json")
@@ -68,18 +72,20 @@ def prepare(params: Params) -> dict[str, Any]:
 
 
 def augment(params: Params) -> dict[str, Any]:
-    """Apply static augmentation and write the online augmentation spec for the trainer."""
+    """Apply static augmentation (to every part alike: pairs stay aligned) and write the online augmentation
+    spec for the trainer."""
     cfg = params.augment
-    train = _load_set(paths.PREPARED / "train.pt", "prepare")
-    meta = _read_json(paths.PREPARED / "meta.json", "prepare")
-    images, labels = train.images, train.labels
+    train = load_dataset_file(paths.PREPARED / "train.pt", "prepare")
+    meta = read_json(paths.PREPARED / "meta.json", "prepare")
+    parts = dict(train.parts)
     if "xflip" in cfg.static:
-        images = torch.cat([images, images.flip(-1)])
-        labels = None if labels is None else torch.cat([labels, labels])
-    out = ImageSet(images, labels, train.classes)
+        parts = {name: ImageSet(torch.cat([s.images, s.images.flip(-1)]),
+                                None if s.labels is None else torch.cat([s.labels, s.labels]), s.classes)
+                 for name, s in parts.items()}
+    out = Dataset(train.layout, parts)
     save_torch(out.to_dict(), paths.AUGMENTED / "train.pt")
     save_json(to_dict(cfg), paths.AUGMENTED / "spec.json")
-    meta = {**meta, "augmented_count": len(out), "static": list(cfg.static)}
+    meta = {**meta, "augmented_count": sum(len(s) for s in parts.values()), "static": list(cfg.static)}
     save_json(meta, paths.AUGMENTED / "meta.json")
     return meta
 
@@ -88,22 +94,40 @@ def augment(params: Params) -> dict[str, Any]:
 
 
 def evaluator(params: Params) -> dict[str, Any]:
-    """Train the domain classifier on the training split; score it on the holdout."""
+    """Train a domain classifier per part of the training split (one for an image set, one per domain for
+    translation data); score each on the holdout. An image set's file holds its one classifier."""
     cfg = params.evaluate
-    train = _load_set(paths.PREPARED / "train.pt", "prepare")
-    holdout = _load_set(paths.PREPARED / "holdout.pt", "prepare")
-    if train.labels is None:
-        raise StageError("evaluate.features: 'domain' needs a labelled data.source (class folders, or labels in "
-                         "the npz); this source has no labels")
-    device = resolve_device(params.train.device)
-    model = train_classifier(train, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device)
-    acc = accuracy(model, holdout, device=device)
-    payload = classifier_payload(model, train.classes, acc)
+    train = load_dataset_file(paths.PREPARED / "train.pt", "prepare")
+    holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
+    for name, part in train.parts.items():
+        if part.labels is None:
+            where = "" if train.layout == "images" else f" (domain {name})"
+            raise StageError(f"evaluate.features: 'domain' needs a labelled data.source{where} (class folders, or "
+                             "labels in the npz); this source has no labels")
+    device = device_of(params)
+    payloads = {}
+    for name, part in train.parts.items():
+        model = train_classifier(part, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device)
+        payloads[name] = classifier_payload(model, part.classes, accuracy(model, holdout.parts[name], device=device))
+    if train.layout == "images":
+        payload = payloads["images"]
+        result = {"holdout_accuracy": payload["holdout_accuracy"], "id": payload["id"]}
+    else:
+        payload = {"parts": payloads, "id": _combined_id(payloads)}
+        result = {"holdout_accuracy": min(p["holdout_accuracy"] for p in payloads.values()), "id": payload["id"],
+                  "parts": {k: {"holdout_accuracy": p["holdout_accuracy"], "id": p["id"]} for k, p in payloads.items()}}
     save_torch(payload, paths.EVALUATOR)
-    result = {"holdout_accuracy": acc, "id": payload["id"], "epochs": cfg.evaluator_epochs,
-              "holdout_count": len(holdout)}
+    result.update({"epochs": cfg.evaluator_epochs, "holdout_count": sum(len(s) for s in holdout.parts.values())})
     save_json(result, paths.EVALUATOR_METRICS)
     return result
+
+
+def _combined_id(payloads: dict[str, dict[str, Any]]) -> str:
+    return _hash_of(*(f"{k}:{p['id']}" for k, p in sorted(payloads.items())))[:12]
+
+
+def _hash_of(*parts: str) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- train
@@ -126,11 +150,12 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
     """(run_id, reporter) or (None, None) when the tracking store cannot be reached."""
     from pipeline import tracking
 
-    variant = resolve_variant(params.model)
-    tags = {"variant": variant.name, "data_source": meta["source"], "data_hash": meta["hash"],
-            "git_commit": tracking.git_commit(), **{f"component.{k}": v for k, v in variant.components().items()}}
+    resolved = params.resolved
+    tags = {"variant": resolved.variant, "family": resolved.family.name, "data_source": meta["source"],
+            "data_hash": meta["hash"], "git_commit": tracking.git_commit(),
+            **{f"component.{k}": v for k, v in resolved.components().items()}}
     try:
-        run_id = tracking.start_or_resume_run(params.tracking, run_id, run_name=variant.name, tags=tags)
+        run_id = tracking.start_or_resume_run(params.tracking, run_id, run_name=resolved.variant, tags=tags)
         reporter = tracking.MlflowReporter(run_id)
         sections = {k: v for k, v in params.flat().items() if k.split(".")[0] in ("model", "train", "augment", "data")}
         tracking.log_params_once(reporter.client, run_id, sections)
@@ -142,34 +167,41 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
 
 
 def train(params: Params) -> dict[str, Any]:
-    """Train the generator (resuming from models/checkpoints/); write generator.pt, train.json, plots.
+    """Train the family's networks (resuming from models/checkpoints/); write generator.pt, train.json, plots.
 
-    Under ``torchrun`` every process runs this; rank 0 alone tracks the run in MLflow, evaluates and
-    writes the outputs, while the other ranks train and then wait for it (``Trainer.close``)."""
-    data = _load_set(paths.AUGMENTED / "train.pt", "augment")
-    meta = _read_json(paths.AUGMENTED / "meta.json", "augment")
-    aug_cfg = build_config(AugmentConfig, _read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
-    trainer = Trainer(model=params.model, train=params.train, augment=aug_cfg, data=data,
-                      checkpoint_dir=paths.CHECKPOINTS, data_hash=meta["hash"])
-    run_id, reporter = None, None
-    if trainer.is_main:
-        run_id, reporter = _tracking_run(params, trainer.checkpoint_extra().get("run_id"), meta)
-        if reporter is not None:
-            trainer.reporter, trainer.extra["run_id"] = reporter, run_id
+    The tracking run (continued from the newest checkpoint of this configuration) and the periodic
+    evaluation are set up first and handed to the trainer. Under ``torchrun`` every process runs this; rank 0
+    alone tracks the run in MLflow, evaluates and writes the outputs, while the other ranks train and then
+    wait for it (``Trainer.close``)."""
+    data = load_dataset_file(paths.AUGMENTED / "train.pt", "augment")
+    preview = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
+    meta = read_json(paths.AUGMENTED / "meta.json", "augment")
+    aug_cfg = build_config(AugmentConfig, read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
+    recipe = family_recipe(params.resolved, model=params.model, data=data, preview=preview)
+    fp = training_fingerprint(recipe, model=params.model, train=params.train, augment=aug_cfg, data_hash=meta["hash"])
+    run_id = reporter = evaluate_fn = None
+    if check_trainable(recipe, params.train).is_main:
+        run_id, reporter = _tracking_run(params, checkpoints.latest_extra(paths.CHECKPOINTS, fp).get("run_id"), meta)
         if params.train.eval_every:
-            trainer.evaluate_fn = periodic_fid(params, trainer.device)
+            from pipeline.scoring import periodic_score
+
+            evaluate_fn = periodic_score(params, device_of(params))
+    trainer = Trainer(recipe=recipe, train=params.train, augment=aug_cfg, checkpoint_dir=paths.CHECKPOINTS,
+                      fingerprint=fp, reporter=reporter, evaluate_fn=evaluate_fn,
+                      extra={"run_id": run_id} if run_id else None)
     result = trainer.fit()
+    key = recipe.primary_metric
     metrics = {"steps": result.steps, "resumed_from": result.resumed_from, "ada_p": result.ada_p,
                "img_per_s": result.img_per_s, "seconds": result.seconds, "variant": result.variant,
-               "run_id": run_id, "data_hash": meta["hash"], "device": str(trainer.device),
-               "best_fid": result.best.get("fid"), "best_step": int(result.best["step"]) if result.best else None,
-               "world_size": result.world_size}
+               "family": params.resolved.family.name, "run_id": run_id, "data_hash": meta["hash"],
+               "device": str(trainer.device), f"best_{key}": result.best.get(key),
+               "best_step": int(result.best["step"]) if result.best else None, "world_size": result.world_size}
     if result.replicas:  # under torchrun: each rank's step and weight digest (they must agree)
         metrics["replicas"] = result.replicas
     if trainer.is_main:
-        save_torch(trainer.generator_payload(), paths.GENERATOR)
+        save_torch(trainer.export(), paths.GENERATOR)
         _write_plot(result.history, paths.TRAIN_PLOT)
-        _write_plot(result.evals, paths.FID_PLOT, ("step", "fid"))  # header only when train.eval_every is 0
+        _write_plot(result.evals, paths.FID_PLOT, ("step", key))  # header only when train.eval_every is 0
         save_json(metrics, paths.TRAIN_METRICS)
         if reporter is not None:
             reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
@@ -195,98 +227,16 @@ def _finish_train_run(reporter, metrics: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- evaluate
 
 
-def _extractor(params: Params, domain: DomainExtractor, device: torch.device):
-    """The feature extractor ``evaluate.features`` names, and its label for reports."""
-    if params.evaluate.features == "inception":
-        from gans.inception import InceptionExtractor, resolve_weights
-
-        ext = InceptionExtractor(resolve_weights(params.evaluate.inception_weights), device)
-        return ext, f"inception:{ext.id}"
-    return domain, f"domain:{domain.id}"
-
-
-def _check_extractor_inputs(params: Params) -> None:
-    """Fail before any work when the Inception weights are missing or unreadable."""
-    if params.evaluate.features == "inception":
-        from gans.inception import check_weights, resolve_weights
-
-        check_weights(resolve_weights(params.evaluate.inception_weights))
-
-
-def _real_features(extractor, label: str, holdout: ImageSet, batch_size: int) -> Features:
-    """Holdout features, cached by extractor id, data hash and count: a second evaluation reuses them."""
-    data_hash = _read_json(paths.PREPARED / "meta.json", "prepare")["hash"]
-    key = f"{label.replace(':', '-')}-{data_hash}-{len(holdout)}"
-    return cached_features(extractor, holdout.images, cache_dir=project_root() / paths.REFERENCE_CACHE, key=key,
-                           batch_size=batch_size)
-
-
-def _eval_labels(spec: dict[str, Any], n: int) -> list[int] | None:
-    k = spec["num_classes"]
-    return [i % k for i in range(n)] if k else None
-
-
-def _label_metrics(spec: dict[str, Any], labels: list[int], predicted: torch.Tensor, real: Features,
-                   fake: Features, holdout: ImageSet) -> dict[str, Any]:
-    """Conditional accuracy and per-class FID (class-conditional), or how well InfoGAN's categorical
-    code picks the class: accuracy under the best code-to-class matching, and purity."""
-    y = torch.tensor(labels)
-    if spec["conditioning"] == "infogan":
-        return {"cluster_accuracy": cluster_accuracy(y, predicted), "cluster_purity": cluster_purity(y, predicted)}
-    out: dict[str, Any] = {"conditional_accuracy": float((predicted == y).double().mean())}
-    if holdout.labels is not None:
-        per_class = {}
-        for c in range(spec["num_classes"]):
-            r, f = real.features[holdout.labels == c], fake.features[y == c]
-            if len(r) >= 2 and len(f) >= 2:
-                per_class[str(c)] = frechet_distance(r, f)
-        out["per_class_fid"] = per_class
-    return out
-
-
 def evaluate(params: Params) -> dict[str, Any]:
-    """Score the EMA generator against the holdout; write eval.json and the sample grid."""
-    cfg = params.evaluate
-    device = resolve_device(params.train.device)
-    _check_extractor_inputs(params)
-    generator, gpayload = load_generator(_require_file(paths.GENERATOR, "train"), device)
-    spec = gpayload["spec"]
-    epayload = load_torch(_require_file(paths.EVALUATOR, "evaluator"), map_location=device)
-    domain = DomainExtractor(classifier_from_payload(epayload, device), device)
-    extractor, label = _extractor(params, domain, device)
-    holdout = _load_set(paths.PREPARED / "holdout.pt", "prepare")
-    seeds = list(range(cfg.seed * 10_000_000, cfg.seed * 10_000_000 + cfg.num_samples))
-    labels = _eval_labels(spec, cfg.num_samples)
-    fake = generate(generator, seeds, labels, z_dim=spec["z_dim"], device=device, batch_size=cfg.batch_size)
-    real_f = _real_features(extractor, label, holdout, cfg.batch_size)
-    fake_f = extractor.extract(fake, batch_size=cfg.batch_size, desc="generated features")
-    metrics: dict[str, Any] = generative_metrics(real_f, fake_f, kid_subset_size=cfg.kid_subset_size)
-    if labels is not None:
-        domain_logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=cfg.batch_size).logits
-        metrics.update(_label_metrics(spec, labels, domain_logits.argmax(1), real_f, fake_f, holdout))
-    metrics.update({"extractor": label, "evaluator_id": extractor.id, "num_samples": cfg.num_samples,
-                    "num_real": len(holdout), "variant": gpayload["variant"]["name"], "step": gpayload["step"]})
-    grid_seeds, grid_labels = grid_seeds_labels(spec["num_classes"])
-    grid = image_grid(generate(generator, grid_seeds, grid_labels, z_dim=spec["z_dim"], device=device))
+    """Score the trained artifact with its family's evaluation; write eval.json and the sample grid."""
+    from pipeline.scoring import check_extractor_inputs, evaluate_artifact
+
+    check_extractor_inputs(params)  # missing Inception weights fail before anything else
+    metrics, grid = evaluate_artifact(params, require_file(paths.GENERATOR, "train"), device_of(params))
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     save_json(metrics, paths.EVAL_METRICS)
     _log_eval(params, metrics)
     return metrics
-
-
-def periodic_fid(params: Params, device: torch.device):
-    """fn(G, spec) -> {"fid": ...} on ``train.eval_samples`` samples with the domain features, for the trainer."""
-    epayload = load_torch(_require_file(paths.EVALUATOR, "evaluator"), map_location=device)
-    domain = DomainExtractor(classifier_from_payload(epayload, device), device)
-    holdout = _load_set(paths.PREPARED / "holdout.pt", "prepare")
-    real = _real_features(domain, f"domain:{domain.id}", holdout, 250)
-    n = params.train.eval_samples
-
-    def fn(generator: torch.nn.Module, spec) -> dict[str, float]:
-        fake = generate(generator, list(range(n)), _eval_labels(asdict(spec), n), z_dim=spec.z_dim, device=device)
-        return {"fid": frechet_distance(real.features, domain.extract(fake, batch_size=250, desc="fid").features)}
-
-    return fn
 
 
 def _on_run(params: Params, run_id: str | None, what: str, fn: Callable[[Any], None]) -> None:
@@ -309,12 +259,13 @@ def _on_run(params: Params, run_id: str | None, what: str, fn: Callable[[Any], N
 
 def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
     """Add the evaluation to the training run."""
-    run_id = _read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
+    run_id = read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
 
     def log(client) -> None:
         from mlflow.entities import Metric
 
-        numbers = {f"eval_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        numbers = {f"eval_{k}": float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         client.log_batch(run_id, metrics=[Metric(k, v, 0, int(metrics["step"])) for k, v in numbers.items()])
         client.set_tag(run_id, "extractor", metrics["extractor"])
         client.log_artifact(run_id, str(paths.EVAL_METRICS), "metrics")
@@ -330,10 +281,10 @@ def register(params: Params) -> dict[str, Any]:
     """Register the generator as a new model version; move ``champion`` if it is better."""
     from pipeline.registry import register_generator
 
-    eval_metrics = _read_json(paths.EVAL_METRICS, "evaluate")
-    train_metrics = _read_json(paths.TRAIN_METRICS, "train")
-    meta = _read_json(paths.AUGMENTED / "meta.json", "augment")
-    _require_file(paths.GENERATOR, "train")
+    eval_metrics = read_json(paths.EVAL_METRICS, "evaluate")
+    train_metrics = read_json(paths.TRAIN_METRICS, "train")
+    meta = read_json(paths.AUGMENTED / "meta.json", "augment")
+    require_file(paths.GENERATOR, "train")
     result = register_generator(params, generator_path=paths.GENERATOR, eval_metrics=eval_metrics,
                                 train_metrics=train_metrics, data_meta=meta)
     save_json(result, paths.REGISTER_METRICS)

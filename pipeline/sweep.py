@@ -322,15 +322,24 @@ def _collect(root: Path, baseline: str, results: list[Result], params: list[Para
             r.note = f"cached: DVC restored an earlier result (MLflow run {str(run_id)[:8]})"
 
 
+def _primary(results: list[Result]) -> tuple[str, bool]:
+    """The primary metric and its direction of the configurations' family (FID, lower, by default)."""
+    ok = [r for r in results if r.ok]
+    if not ok:
+        return "fid", False
+    return str(ok[0].eval.get("primary_metric", "fid")), bool(ok[0].eval.get("higher_is_better", False))
+
+
 def _log_parent(client: Any, parent: str, results: list[Result], swept: list[str]) -> None:
     ok = [r for r in results if r.ok]
+    metric, higher = _primary(results)
     if ok:
-        best = min(ok, key=lambda r: r.eval["fid"])
-        client.log_metric(parent, "best_fid", float(best.eval["fid"]))
+        best = (max if higher else min)(ok, key=lambda r: r.eval[metric])
+        client.log_metric(parent, f"best_{metric}", float(best.eval[metric]))
         client.set_tag(parent, "best_experiment", best.name)
     client.log_text(parent, format_table(results, swept), "sweep.txt")
-    client.log_dict(parent, [{"experiment": r.name, "config": r.config, "ok": r.ok, "fid": r.eval.get("fid"),
-                              "is": r.eval.get("is"), "kid": r.eval.get("kid"),
+    client.log_dict(parent, [{"experiment": r.name, "config": r.config, "ok": r.ok,
+                              **{k: r.eval.get(k) for k in _columns(results)[0]},
                               "img_per_s": r.train.get("img_per_s"), "champion": r.champion,
                               "run_id": r.train.get("run_id"), "error": r.error} for r in results], "sweep.json")
 
@@ -338,25 +347,51 @@ def _log_parent(client: Any, parent: str, results: list[Result], swept: list[str
 # ---------------------------------------------------------------- the table
 
 
+def _columns(results: list[Result]) -> tuple[list[str], list[str], list[str]]:
+    """(eval keys, headers, formats): the first three headline metrics of the configurations' family, or
+    only the primary metric when they belong to several families."""
+    from gans.families import family_named
+
+    families = {r.eval.get("family", "noise-to-image") for r in results if r.ok} or {"noise-to-image"}
+    if len(families) > 1:
+        metric, _ = _primary(results)
+        return [metric], [metric], [".3f"]
+    headline = family_named(families.pop()).headline[:3]
+    return [m.key for m in headline], [m.label for m in headline], [m.fmt for m in headline]
+
+
 def format_table(results: list[Result], swept: list[str]) -> str:
-    """Swept keys, FID, IS, KID, img/s, champion per configuration; best FID first, failures last."""
+    """Swept keys, the family's headline metrics, img/s, champion per configuration; best first, failures last."""
     keys = swept or ["config"]
-    header = ["experiment", *keys, "FID", "IS", "KID", "img/s", "champion"]
+    metrics, headers, formats = _columns(results)
+    metric, higher = _primary(results)
+    header = ["experiment", *keys, *headers, "img/s", "champion"]
+    worst = float("-inf") if higher else float("inf")
     rows = []
-    for r in sorted(results, key=lambda r: (not r.ok, r.eval.get("fid", float("inf")))):
+    for r in sorted(results, key=lambda r: (not r.ok, (-1 if higher else 1) * r.eval.get(metric, worst))):
         values = dict(c.split("=", 1) for c in r.config)
         cells = [r.name, *[values.get(k, " ".join(r.config)) if swept else " ".join(r.config) for k in keys]]
         if r.ok:
-            cells += [f"{r.eval['fid']:.3f}", f"{r.eval['is']:.3f}", f"{r.eval['kid']:.5f}",
-                      f"{r.train['img_per_s']:.0f}", "yes" if r.champion else "no"]
+            cells += [_cell(r.eval.get(k), f) for k, f in zip(metrics, formats)]
+            cells += [f"{r.train['img_per_s']:.0f}", "yes" if r.champion else "no"]
         else:
-            cells += ["failed", "-", "-", "-", "-"]
+            cells += ["failed", *["-"] * (len(metrics) + 1)]
         rows.append(cells)
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines += _footer(results)
+    return "\n".join(lines)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return f"{value:{fmt}}" if isinstance(value, (int, float)) else "-"
+
+
+def _footer(results: list[Result]) -> list[str]:
+    lines = []
     evaluations = sorted({(r.eval["extractor"], r.eval["num_samples"]) for r in results if r.ok})
     if len(evaluations) == 1:
-        lines.append(f"\nFID/IS/KID on {evaluations[0][0]} features, {evaluations[0][1]} samples")
+        lines.append(f"\nmetrics on {evaluations[0][0]} features, {evaluations[0][1]} samples")
     elif evaluations:
         lines.append("\nnot comparable: the configurations were evaluated differently ("
                      + "; ".join(f"{e} features, {n} samples" for e, n in evaluations) + ")")
@@ -365,4 +400,4 @@ def format_table(results: list[Result], swept: list[str]) -> str:
             lines.append(f"{r.name}: {r.note}")
         if not r.ok:
             lines.append(f"{r.name} failed:\n" + "\n".join(f"    {line}" for line in r.error))
-    return "\n".join(lines)
+    return lines

@@ -57,7 +57,7 @@ def run(cmd: list[str], cwd: Path, timeout: float = 900, check: bool = True,
 def make_project(path: Path, params: dict) -> Path:
     """A git + DVC project with the pipeline's dvc.yaml, code (the stages' deps) and ``params``."""
     path.mkdir(parents=True, exist_ok=True)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(ROOT / name, path / name)
     for pkg in ("gans", "pipeline"):
         shutil.copytree(ROOT / pkg, path / pkg, ignore=shutil.ignore_patterns("__pycache__"))

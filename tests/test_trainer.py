@@ -12,7 +12,9 @@ import torch
 from gans.config import AugmentConfig, ADAConfig, DataConfig, ModelConfig, TrainConfig
 from gans.data import load_source
 from gans.sampling import generate
-from gans.trainer import Trainer, load_generator
+from gans.families import build_trainer
+from gans.families.noise import load_generator
+from gans.trainer import Trainer
 
 DATA = load_source(DataConfig(source="digits", resolution=16, max_images=200))
 TRAIN = TrainConfig(batch_size=16, steps=12, checkpoint_every=6, log_every=3, sample_every=6)
@@ -22,7 +24,7 @@ AUG = AugmentConfig(ada=ADAConfig(speed_kimg=1.0))
 
 def _trainer(tmp: Path, **kw) -> Trainer:
     args = {"model": MODEL, "train": TRAIN, "augment": AUG, "data": DATA, "checkpoint_dir": tmp / "ckpt"}
-    return Trainer(**{**args, **kw})
+    return build_trainer(**{**args, **kw})
 
 
 def test_few_steps_have_finite_losses_and_right_shapes(tmp_path: Path) -> None:
@@ -32,7 +34,7 @@ def test_few_steps_have_finite_losses_and_right_shapes(tmp_path: Path) -> None:
     for row in result.history:
         assert all(torch.isfinite(torch.tensor(v)) for v in row.values())
     assert result.ada_p > 0  # the controller moved p (D is confident on reals early on)
-    torch.save(t.generator_payload(), tmp_path / "g.pt")
+    torch.save(t.export(), tmp_path / "g.pt")
     g, payload = load_generator(tmp_path / "g.pt")
     images = generate(g, [0, 1, 2], None, z_dim=8, device=torch.device("cpu"))
     assert images.shape == (3, 1, 16, 16) and images.dtype == torch.uint8
@@ -47,7 +49,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
     resumed = _trainer(tmp_path / "b")
     result = resumed.fit()
     assert result.resumed_from == 6 and result.steps == 12
-    for a, b in zip(straight.G_ema.state_dict().values(), resumed.G_ema.state_dict().values()):
+    for a, b in zip(straight.ema["G_ema"].state_dict().values(), resumed.ema["G_ema"].state_dict().values()):
         assert torch.equal(a, b)
     assert straight.ada_p == resumed.ada_p
     assert [r["loss_d"] for r in straight.history] == [r["loss_d"] for r in resumed.history]
@@ -70,7 +72,7 @@ def test_corrupt_checkpoint_falls_back_and_foreign_ones_are_set_aside(tmp_path: 
 
 def test_checkpoints_of_a_preset_whose_definition_changed_are_set_aside(tmp_path: Path, monkeypatch) -> None:
     """Same params, but the preset now builds other networks (e.g. batch norm added to D): no resume."""
-    from gans import variants
+    from gans.families.noise import variants
 
     _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=6)).fit()
     monkeypatch.setitem(variants.PRESETS, "dcgan", dataclasses.replace(variants.PRESETS["dcgan"], d_norm="none"))
@@ -86,7 +88,7 @@ def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(
     t.fit()
     newer = _trainer(tmp_path)
     newer.setup()
-    newer.D.extra = torch.nn.Linear(2, 2)  # as if this release's discriminator had one more layer
+    newer.nets["D"].extra = torch.nn.Linear(2, 2)  # as if this release's discriminator had one more layer
     assert newer.fingerprint == t.fingerprint
     assert newer.resume() is None
     assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
@@ -95,7 +97,7 @@ def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(
 def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
     t = _trainer(tmp_path, model=ModelConfig(variant="cdcgan", z_dim=8, width=8))
     t.fit()
-    g = t.G_ema
+    g = t.ema["G_ema"]
     a = generate(g, [0, 0], [1, 7], z_dim=8, device=torch.device("cpu"))
     assert not torch.equal(a[0], a[1])
 
@@ -121,7 +123,7 @@ def test_a_diverging_run_stops_naming_step_and_variant_and_keeps_good_checkpoint
 def test_on_nan_skip_drops_only_the_bad_update(tmp_path: Path) -> None:
     t = _trainer(tmp_path, train=TrainConfig(**{**TRAIN.__dict__, "on_nan": "skip"}))
     t.setup()
-    real_loss = t.objective.loss
+    real_loss = t.recipe.objective.loss
 
     class NanOnce:
         needs_real_in_g = False
@@ -135,13 +137,13 @@ def test_on_nan_skip_drops_only_the_bad_update(tmp_path: Path) -> None:
         def g_loss(self, fake, real):
             return real_loss.g_loss(fake, real)
 
-    t.objective.loss = NanOnce()
+    t.recipe.objective.loss = NanOnce()
     t.train_step()
-    before = [p.detach().clone() for p in t.D.parameters()]
+    before = [p.detach().clone() for p in t.nets["D"].parameters()]
     t.train_step()  # D's update is skipped, G's goes on
-    assert all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, t.nets["D"].parameters()))
     t.train_step()
-    assert not all(torch.equal(a, b) for a, b in zip(before, t.D.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, t.nets["D"].parameters()))
     t.check_finite()  # skip mode never records a divergence
 
 
@@ -196,11 +198,11 @@ def test_channels_last_trains_and_saves_plain_generator_files(tmp_path: Path) ->
     t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, channels_last=True, steps=6))
     result = t.fit()
     assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
-    conv = next(p for p in t.D.parameters() if p.dim() == 4)
+    conv = next(p for p in t.nets["D"].parameters() if p.dim() == 4)
     assert conv.is_contiguous(memory_format=torch.channels_last)
-    real, _ = t._next_batch()
+    real = t._next_batch()["real"]["images"]
     assert real.is_contiguous(memory_format=torch.channels_last)
-    payload = t.generator_payload()
+    payload = t.export()
     assert all(v.is_contiguous() for v in payload["state_dict"].values())
     torch.save(payload, tmp_path / "g.pt")
     load_generator(tmp_path / "g.pt")
@@ -225,7 +227,7 @@ def test_compiled_trainer_steps_with_finite_losses_and_plain_state_dict_keys(tmp
         assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
         state = torch.load(max((tmp_path / variant / "ckpt").glob("ckpt-*.pt")), weights_only=True)
         assert not any("_orig_mod" in k for part in ("G", "D", "G_ema") for k in state[part])
-        torch.save(t.generator_payload(), tmp_path / variant / "g.pt")
+        torch.save(t.export(), tmp_path / variant / "g.pt")
         load_generator(tmp_path / variant / "g.pt")
 
 
@@ -235,7 +237,7 @@ def test_cuda_step_is_channels_last_bf16_and_fused(tmp_path: Path) -> None:
     t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, device="cuda", steps=6))
     result = t.fit()
     assert t.channels_last and t.dtype == torch.bfloat16
-    assert t.opt_g.param_groups[0]["fused"] and t.opt_d.param_groups[0]["fused"]
+    assert t.optimizers["G"].param_groups[0]["fused"] and t.optimizers["D"].param_groups[0]["fused"]
     assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
     resumed = _trainer(tmp_path, train=dataclasses.replace(TRAIN, device="cuda", steps=9)).fit()
     assert resumed.resumed_from == 6

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from gans.config import ConfigError, ModelConfig
-from gans.nets import ARCHITECTURES, NetSpec, build_networks
+from gans.families.noise import load_generator
+from gans.families.noise.nets import ARCHITECTURES, NetSpec, build_networks
 from gans.sampling import generate
-from gans.trainer import load_generator
-from gans.variants import PRESETS, resolve_variant
+from gans.families.noise.variants import PRESETS, resolve_variant
 from pipeline import stages
 from pipeline.params import params_from_dict
 
@@ -87,8 +87,8 @@ def test_architectures_build_every_size(architecture: str, resolution: int, chan
 
 
 def test_sagan_has_attention_and_spectral_norm_in_both_networks() -> None:
-    from gans.nets import SelfAttention
-    from gans.trainer import build_spec
+    from gans.families.noise import build_spec
+    from gans.families.noise.nets import SelfAttention
 
     v = resolve_variant(ModelConfig(variant="sagan"))
     spec = build_spec(v, ModelConfig(variant="sagan", width=8), channels=1, resolution=32, data_classes=0)
@@ -118,15 +118,15 @@ def test_overrides_swap_axes_and_bad_ones_name_the_key() -> None:
 
 def test_conditional_variant_on_unlabelled_data_is_a_clear_error(tmp_path: Path) -> None:
     from gans.data import ImageSet
-    from gans.trainer import Trainer
+    from gans.families import build_trainer
     from gans.config import AugmentConfig, TrainConfig
 
     data = ImageSet(torch.zeros(20, 1, 16, 16, dtype=torch.uint8), None, ())
     with pytest.raises(ConfigError, match="acgan is class-conditional and needs labelled data"):
-        Trainer(model=ModelConfig(variant="acgan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
+        build_trainer(model=ModelConfig(variant="acgan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
                 data=data, checkpoint_dir=tmp_path)
     # InfoGAN's codes need no labels.
-    Trainer(model=ModelConfig(variant="infogan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
+    build_trainer(model=ModelConfig(variant="infogan"), train=TrainConfig(batch_size=4), augment=AugmentConfig(),
             data=data, checkpoint_dir=tmp_path)
 
 

@@ -4,13 +4,12 @@ schedule). ``model.overrides`` may swap any axis of a preset."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal
 
-from gans.config import ConfigError, ModelConfig, _coerce, require
-from gans.losses import ARCHITECTURAL_REGULARIZERS, LOSSES, REGULARIZERS
-from gans.nets import ARCHITECTURES
+from gans.config import ConfigError, ModelConfig, override_fields, require
+from gans.losses import ARCHITECTURAL_REGULARIZERS, PER_SAMPLE_PENALTIES, check_loss, check_regularizers
+from gans.families.noise.nets import ARCHITECTURES
 
 CONDITIONING = ("none", "concat", "projection", "acgan", "infogan")
 LABELLED_CONDITIONING = ("concat", "projection", "acgan")
@@ -115,51 +114,24 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
 ]}
 
 
-def _check_component_args(kind: str, name: str, args: Any, where: str) -> None:
-    registry = LOSSES if kind == "loss" else REGULARIZERS
-    require(isinstance(args, dict), where, f"got {args!r}; expected a mapping of arguments")
-    allowed = [f.name for f in dataclasses.fields(registry[name]) if f.name != "needs_real_in_g"]
-    for key, value in args.items():
-        require(key in allowed, f"{where}.{key}", f"unknown argument of {name}; allowed: {', '.join(allowed) or 'none'}")
-        if key == "divergence":
-            from gans.losses import F_DIVERGENCES
-
-            require(value in F_DIVERGENCES, f"{where}.{key}", f"got {value!r}; allowed values: {', '.join(F_DIVERGENCES)}")
-        else:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            require(ok, f"{where}.{key}", f"got {value!r}; expected a number")
-
-
 def resolve_variant(cfg: ModelConfig) -> Variant:
     """The preset ``cfg.variant`` with ``cfg.overrides`` applied and checked."""
     require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
-    hints = get_type_hints(Variant)
-    names = [f.name for f in dataclasses.fields(Variant) if f.name not in ("name", "paper")]
-    changes = {}
-    for key, value in cfg.overrides.items():
-        where = f"model.overrides.{key}"
-        require(key in names, where, f"unknown axis; allowed keys: {', '.join(names)}")
-        changes[key] = _coerce(value, hints[key], where)
-    v = dataclasses.replace(PRESETS[cfg.variant], **changes)
-    require(v.architecture in ARCHITECTURES, "model.overrides.architecture",
+    where = "model.overrides"
+    v = override_fields(PRESETS[cfg.variant], cfg.overrides, where)
+    require(v.architecture in ARCHITECTURES, f"{where}.architecture",
             f"got {v.architecture!r}; allowed values: {', '.join(ARCHITECTURES)}")
-    require(v.loss in LOSSES, "model.overrides.loss", f"got {v.loss!r}; allowed values: {', '.join(LOSSES)}")
-    known = tuple(REGULARIZERS) + ARCHITECTURAL_REGULARIZERS
-    for i, reg in enumerate(v.regularizers):
-        require(reg in known, f"model.overrides.regularizers[{i}]", f"got {reg!r}; allowed values: {', '.join(known)}")
-    _check_component_args("loss", v.loss, v.loss_args, "model.overrides.loss_args")
-    for reg, args in v.reg_args.items():
-        require(reg in REGULARIZERS, f"model.overrides.reg_args.{reg}", f"not a regularizer with arguments; allowed: {', '.join(REGULARIZERS)}")
-        _check_component_args("reg", reg, args, f"model.overrides.reg_args.{reg}")
+    check_loss(v.loss, v.loss_args, where)
+    check_regularizers(v.regularizers, v.reg_args, where, known=ARCHITECTURAL_REGULARIZERS)
     for key in ("n_critic", "info_categories"):
-        require(getattr(v, key) >= 1, f"model.overrides.{key}", f"got {getattr(v, key)}; expected >= 1")
+        require(getattr(v, key) >= 1, f"{where}.{key}", f"got {getattr(v, key)}; expected >= 1")
     for key in ("lr_g", "lr_d"):
-        require(getattr(v, key) > 0, f"model.overrides.{key}", f"got {getattr(v, key)}; expected > 0")
-    require(0 <= v.d_dropout < 1, "model.overrides.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
+        require(getattr(v, key) > 0, f"{where}.{key}", f"got {getattr(v, key)}; expected > 0")
+    require(0 <= v.d_dropout < 1, f"{where}.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
     if "ct" in v.regularizers:
-        require(v.d_dropout > 0, "model.overrides.d_dropout", "the ct regularizer needs discriminator dropout > 0")
-    if v.d_norm == "batch" and {"gp", "wgan-div", "ct", "dragan", "r1"} & set(v.regularizers):
-        raise ConfigError("model.overrides.d_norm: gradient penalties are per-sample and need d_norm none or layer, "
+        require(v.d_dropout > 0, f"{where}.d_dropout", "the ct regularizer needs discriminator dropout > 0")
+    if v.d_norm == "batch" and set(PER_SAMPLE_PENALTIES) & set(v.regularizers):
+        raise ConfigError(f"{where}.d_norm: gradient penalties are per-sample and need d_norm none or layer, "
                           "not batch")
     return v
 

@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from gans.config import ConfigError
+from gans.layers import apply_spectral_norm, init_normal, init_xavier, norm2d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,14 +57,6 @@ def _geometry(resolution: int, arch: str) -> tuple[int, int]:
             return base, int(n)
     raise ConfigError(f"data.resolution: {arch} builds sides of 4*2^n or 7*2^n pixels (8, 14, 16, 28, 32, 56, 64, "
                       f"128, ...); got {resolution}")
-
-
-def _norm2d(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        return nn.GroupNorm(1, channels)
-    return nn.Identity()
 
 
 # ---------------------------------------------------------------- MLP (Goodfellow et al. 2014)
@@ -131,7 +123,7 @@ class DCGANDiscriminatorBody(nn.Module):
         ch = spec.width
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(n - 1):
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=spec.d_norm == "none"), _norm2d(spec.d_norm, ch * 2),
+            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=spec.d_norm == "none"), norm2d(spec.d_norm, ch * 2),
                        nn.LeakyReLU(0.2, inplace=True)]
             ch *= 2
         layers += [nn.Conv2d(ch, ch, base, 1, 0), nn.LeakyReLU(0.2, inplace=True), nn.Flatten()]
@@ -162,8 +154,8 @@ class _DownBlock(nn.Module):
     def __init__(self, cin: int, cout: int, *, norm: str, first: bool, down: bool) -> None:
         super().__init__()
         self.first, self.down = first, down
-        self.norm1, self.conv1 = _norm2d(norm, cin) if not first else nn.Identity(), nn.Conv2d(cin, cout, 3, 1, 1)
-        self.norm2, self.conv2 = _norm2d(norm, cout), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.norm1, self.conv1 = norm2d(norm, cin) if not first else nn.Identity(), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = norm2d(norm, cout), nn.Conv2d(cout, cout, 3, 1, 1)
         self.skip = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -346,43 +338,13 @@ class Discriminator(nn.Module):
         return self.logits(self.features(images, labels), labels)
 
 
-def _init_weights(module: nn.Module) -> None:
-    """N(0, 0.02) weights (DCGAN), N(1, 0.02) normalisation scales."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-
-def _init_resnet(module: nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-def apply_spectral_norm(module: nn.Module) -> nn.Module:
-    """Spectral normalisation (Miyato et al. 2018) on every conv, linear and embedding layer."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
-            setattr(module, name, spectral_norm(child))
-        else:
-            apply_spectral_norm(child)
-    return module
-
-
 Builder = Callable[..., nn.Module]
 
 ARCHITECTURES: dict[str, tuple[Builder, Builder, Callable[[nn.Module], None]]] = {
-    "mlp": (MLPGeneratorBody, MLPDiscriminatorBody, _init_weights),
-    "dcgan": (DCGANGeneratorBody, DCGANDiscriminatorBody, _init_weights),
-    "resnet": (ResNetGeneratorBody, ResNetDiscriminatorBody, _init_resnet),
-    "sagan": (_sagan_g, _sagan_d, _init_resnet),
+    "mlp": (MLPGeneratorBody, MLPDiscriminatorBody, init_normal),
+    "dcgan": (DCGANGeneratorBody, DCGANDiscriminatorBody, init_normal),
+    "resnet": (ResNetGeneratorBody, ResNetDiscriminatorBody, init_xavier),
+    "sagan": (_sagan_g, _sagan_d, init_xavier),
 }
 
 

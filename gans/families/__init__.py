@@ -1,0 +1,107 @@
+"""The family registry: every preset name maps to one family, and everything outside ``gans/families/``
+(the stages, the registry, serving, the CLI) reaches a family through the functions here.
+
+Adding a family: a module or folder under ``gans/families/`` that implements :class:`gans.family.Family`
+(presets, resolve, recipe, artifact, evaluation), listed in ``FAMILIES`` below, plus its tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, require
+from gans.data import Dataset, ImageSet
+from gans.family import Artifact, Family, Recipe
+from gans.families.noise import NOISE
+from gans.io import load_torch
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE,)}
+PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
+
+
+def family_named(name: str) -> Family:
+    require(name in FAMILIES, "family", f"unknown family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def family_of(variant: str) -> Family:
+    """The family of a preset; an unknown preset is an error that lists every preset."""
+    require(variant in PRESETS, "model.variant", f"unknown variant {variant!r}; allowed values: {', '.join(PRESETS)}")
+    return PRESETS[variant]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """``model.variant`` resolved once: its family and its checked composition (preset + overrides)."""
+
+    family: Family
+    composition: Any
+
+    @property
+    def variant(self) -> str:
+        return self.composition.name
+
+    def components(self) -> dict[str, str]:
+        return self.family.components(self.composition)
+
+
+def resolve(model: ModelConfig) -> Resolved:
+    """Resolve ``model.variant`` and ``model.overrides``; reject ``model.*`` keys the family does not use."""
+    family = family_of(model.variant)
+    defaults = ModelConfig()
+    for key in family.unused_model_keys:
+        value = getattr(model, key)
+        require(value == getattr(defaults, key), f"model.{key}",
+                f"the {family.name} family ({model.variant}) does not use it; remove it or leave it at "
+                f"{getattr(defaults, key)!r}")
+    return Resolved(family, family.resolve(model))
+
+
+LAYOUT_WORDS = {"images": "one image set", "paired": "paired (two aligned domains)",
+                "unpaired": "unpaired (two domains)"}
+
+
+def check_layout(resolved: Resolved, layout: str, source: str) -> None:
+    """The data source's layout must be one the family trains on."""
+    family, wanted = resolved.family, resolved.family.layouts_of(resolved.composition)
+    if layout not in wanted:
+        fits = ", ".join(p for p, f in PRESETS.items() if layout in f.layouts_of(f.presets[p]))
+        raise ConfigError(f"model.variant: {resolved.variant} ({family.name}) trains on {' or '.join(wanted)} data, "
+                          f"but data.source {source!r} is {LAYOUT_WORDS[layout]}; choose a source of "
+                          f"{' or '.join(wanted)} data, or a variant for {layout} data: {fits}")
+
+
+def recipe(resolved: Resolved, *, model: ModelConfig, data: Dataset | ImageSet,
+           preview: Dataset | None = None) -> Recipe:
+    """The family's training recipe for ``data`` (an ImageSet is the images layout)."""
+    data = Dataset.single(data) if isinstance(data, ImageSet) else data
+    return resolved.family.recipe(resolved.composition, model=model, data=data, preview=preview)
+
+
+def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artifact:
+    """The artifact written by the train stage (``models/generator.pt``), rebuilt by its family."""
+    try:
+        payload = load_torch(path, map_location=device)
+    except Exception as err:
+        raise ValueError(f"{path} is not a model file written by the train stage ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or "spec" not in payload or "variant" not in payload:
+        raise ValueError(f"{path} is not a model file written by the train stage")
+    family = payload.get("family", NOISE.name)  # generator files of earlier releases are noise-to-image
+    if family not in FAMILIES:
+        raise ValueError(f"{path} was written by a family this release does not know ({family!r})")
+    return FAMILIES[family].load_artifact(payload, device)
+
+
+def build_trainer(*, model: ModelConfig, train: TrainConfig, augment: AugmentConfig, data: Dataset | ImageSet,
+                  checkpoint_dir: str | Path, preview: Dataset | None = None, data_hash: str = "", **kwargs: Any):
+    """A :class:`gans.trainer.Trainer` for ``model.variant`` on ``data`` (``kwargs``: reporter, evaluate_fn,
+    extra)."""
+    from gans.trainer import Trainer, training_fingerprint
+
+    r = recipe(resolve(model), model=model, data=data, preview=preview)
+    fp = training_fingerprint(r, model=model, train=train, augment=augment, data_hash=data_hash)
+    return Trainer(recipe=r, train=train, augment=augment, checkpoint_dir=checkpoint_dir, fingerprint=fp, **kwargs)

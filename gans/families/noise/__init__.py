@@ -1,0 +1,91 @@
+"""The noise-to-image family: a generator from a latent (and a class label or InfoGAN codes) to an image,
+one discriminator, and the classic variants (GAN, DCGAN, CGAN, LSGAN, ACGAN, InfoGAN, the WGAN family,
+relativistic, f-GAN, SNGAN, SAGAN, ...). Its artifact kind is ``generate``: seed (and label) -> image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gans.config import ModelConfig
+from gans.data import Dataset
+from gans.family import EvalContext, Metric
+from gans.families.noise import evaluate as _evaluate
+from gans.families.noise.nets import NetSpec, build_networks
+from gans.families.noise.recipe import FAMILY, NoiseRecipe, build_objective, build_spec
+from gans.families.noise.variants import PRESETS, Variant, resolve_variant
+from gans.io import load_torch
+from gans.sampling import generate
+
+__all__ = ["NOISE", "GeneratorArtifact", "NoiseFamily", "build_objective", "build_spec", "load_generator"]
+
+
+class GeneratorArtifact:
+    """A trained generator: ``generate(seeds, labels)`` -> uint8 (N, C, R, R), one image per seed."""
+
+    kind, family = "generate", FAMILY
+
+    def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
+        spec = NetSpec(**payload["spec"])
+        generator, _ = build_networks(payload["variant"]["architecture"], spec)
+        generator.load_state_dict(payload["state_dict"])
+        self.generator: nn.Module = generator.to(device).eval()
+        self.payload, self.device = payload, torch.device(device)
+        self.variant = payload["variant"]["name"]
+        self.spec = payload["spec"]
+        self.z_dim, self.num_classes = spec.z_dim, spec.num_classes
+        self.classes = tuple(payload.get("classes", ()))
+
+    def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256) -> torch.Tensor:
+        return generate(self.generator, seeds, labels, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the EMA generator saved by the train stage; returns (G in eval mode, payload)."""
+    payload = load_torch(path, map_location=device)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "spec" not in payload:
+        raise ValueError(f"{path} is not a generator file written by the train stage")
+    artifact = GeneratorArtifact(payload, device)
+    return artifact.generator, payload
+
+
+class NoiseFamily:
+    """The :class:`gans.family.Family` of noise-to-image generators."""
+
+    name, artifact = FAMILY, "generate"
+    layouts = ("images",)
+    primary_metric, higher_is_better = "fid", False
+    headline = (Metric("fid", "FID"), Metric("is", "IS"), Metric("kid", "KID", ".5f"), Metric("precision", "precision"),
+                Metric("recall", "recall"), Metric("conditional_accuracy", "conditional accuracy"),
+                Metric("cluster_accuracy", "InfoGAN code accuracy"), Metric("cluster_purity", "InfoGAN code purity"))
+    unused_model_keys: tuple[str, ...] = ()
+    presets = PRESETS
+
+    def resolve(self, model: ModelConfig) -> Variant:
+        return resolve_variant(model)
+
+    def layouts_of(self, composition: Variant) -> tuple[str, ...]:
+        return self.layouts
+
+    def components(self, composition: Variant) -> dict[str, str]:
+        return composition.components()
+
+    def recipe(self, composition: Variant, *, model: ModelConfig, data: Dataset,
+               preview: Dataset | None = None) -> NoiseRecipe:
+        return NoiseRecipe(composition, model=model, data=data)
+
+    def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> GeneratorArtifact:
+        return GeneratorArtifact(payload, device)
+
+    def score(self, artifact: GeneratorArtifact, ctx: EvalContext) -> dict[str, float]:
+        return _evaluate.score(artifact, ctx)
+
+    def evaluate(self, artifact: GeneratorArtifact, ctx: EvalContext) -> tuple[dict[str, Any], torch.Tensor]:
+        return _evaluate.evaluate(artifact, ctx)
+
+
+NOISE = NoiseFamily()

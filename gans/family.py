@@ -1,0 +1,186 @@
+"""The family seam: what a kind of GAN training supplies, and what the trainer and the stages ask of it.
+
+A *family* (noise-to-image, image-to-image translation, ...) owns what differs between kinds of GAN: the
+data layout it trains on, its presets and their compositions, its networks and optimisers, its training
+phases and losses, its extra state, the artifact it exports, how that artifact is evaluated and sampled
+into a grid. The trainer runs any family's :class:`Recipe` (one composition bound to one dataset) and owns
+what every family shares: device and precision, ADA, EMA, the NaN policy, checkpoints with exact resume,
+periodic evaluation, reporting, data parallelism. The trainer never names a family; the pipeline reaches
+families only through the registry in ``gans.families``.
+
+This module holds the protocol and its small value types, and nothing that depends on a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import nn
+
+from gans.config import ModelConfig
+from gans.data import Dataset
+from gans.evaluation import Features
+
+ARTIFACT_KINDS = ("generate", "translate")
+
+# stream name -> aligned tensors of one batch: images float in [-1, 1] (N, C, R, R), labels int64 (N,)
+Batch = dict[str, dict[str, torch.Tensor]]
+Augment = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One kind of optimiser update within a training step.
+
+    A step runs the phases in order; a phase runs when ``step % every == 0`` (lazy regularisation), as
+    ``repeats`` consecutive updates (the n_critic loop). ``new_batch`` draws a fresh batch of every stream
+    for each update (otherwise the phase reuses the batch the previous update drew). ``frozen`` networks
+    get no weight gradients in this phase (the discriminators during the generators' update)."""
+
+    name: str
+    optimizer: str
+    repeats: int = 1
+    every: int = 1
+    new_batch: bool = True
+    frozen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """An optimiser over the parameters of ``networks``. ``lr_param`` names the ``train.*`` key that
+    overrides ``lr`` (lr_g or lr_d). With ``decay_start`` < 1 the learning rate decays linearly to zero
+    from that fraction of ``train.steps`` to its end (pix2pix and CycleGAN decay over the second half)."""
+
+    networks: tuple[str, ...]
+    lr: float
+    kind: Literal["adam", "rmsprop"] = "adam"
+    betas: tuple[float, float] = (0.5, 0.999)
+    lr_param: Literal["lr_g", "lr_d"] = "lr_g"
+    decay_start: float = 1.0
+
+
+class Recipe(Protocol):
+    """One composition of one family, bound to one training set: what the trainer runs."""
+
+    variant: str
+    phases: tuple[Phase, ...]
+    optimizers: dict[str, OptimizerSpec]
+    ema: dict[str, str]  # EMA copy -> the trained network it follows
+    streams: dict[str, dict[str, torch.Tensor]]  # training data: uint8 images, int64 labels, on the CPU
+    primary_metric: str  # what periodic evaluation keeps the best of
+    higher_is_better: bool
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved composition and network spec (JSON-able): fingerprinted with every checkpoint."""
+
+    def build(self) -> dict[str, nn.Module]:
+        """The trained networks, freshly initialised (the trainer seeds the RNG first)."""
+
+    def bind(self, networks: dict[str, nn.Module], *, augment: Augment | None, device: torch.device) -> None:
+        """Attach the networks (now on the device) and the discriminator augmentation before training."""
+
+    def loss(self, phase: str, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one update of ``phase`` and detached statistics. A ``d_real_sign`` statistic,
+        E[sign D(augmented reals)], feeds the ADA controller."""
+
+    def after_update(self, phase: str) -> None:
+        """Hook after an optimiser step of ``phase`` (weight clipping)."""
+
+    def compile(self) -> None:
+        """``torch.compile`` the networks in place for the training step."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Extra state a checkpoint keeps beside networks and optimisers (image pools, ...)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
+        """The artifact payload (``models/generator.pt``): EMA weights and all that rebuilds them."""
+
+    def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
+        """uint8 (C, H, W) grid of fixed inputs through the EMA networks."""
+
+
+class Extractor(Protocol):
+    """Features (for FID, KID, precision/recall) and logits (for IS and label metrics) of uint8 images."""
+
+    id: str
+
+    def extract(self, images: torch.Tensor, *, batch_size: int, desc: str = ...) -> Features: ...
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """What a family's evaluation may use. ``extractors`` and ``classifiers`` are keyed by the holdout's
+    part names ("images"; or "a" and "b"): the feature extractor the user chose, and the domain classifier
+    of that part (for label metrics; None when the part has no labels). ``real_features(part)`` gives the
+    extractor's features of that holdout part (cached by the caller)."""
+
+    holdout: Dataset
+    extractors: Mapping[str, Extractor]
+    classifiers: Mapping[str, Extractor | None]
+    real_features: Callable[[str], Features]
+    device: torch.device
+    num_samples: int = 5000
+    batch_size: int = 250
+    seed: int = 0
+    kid_subset_size: int = 1000
+
+
+class Artifact(Protocol):
+    """A trained model loaded from its payload. ``kind`` decides the serving row and the sample command:
+
+    - ``generate``: attributes ``z_dim``, ``num_classes``; ``generate(seeds, labels) -> uint8 (N, C, R, R)``.
+    - ``translate``: attributes ``directions`` (e.g. ("a2b", "b2a")), ``resolution``,
+      ``in_channels(direction)``; ``translate(images uint8 (N, C, R, R), direction) -> uint8``.
+    """
+
+    kind: str
+    family: str
+    variant: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric a family reports in summaries and tables: its key in eval.json, a label and a format."""
+
+    key: str
+    label: str
+    fmt: str = ".3f"
+
+
+class Family(Protocol):
+    """A kind of GAN training. Presets map to compositions; ``model.variant`` names one preset."""
+
+    name: str
+    artifact: str  # one of ARTIFACT_KINDS
+    layouts: tuple[str, ...]  # data layouts it trains on (gans.data.LAYOUTS)
+    primary_metric: str  # the registry's champion rule and periodic evaluation compare this
+    higher_is_better: bool
+    headline: tuple[Metric, ...]  # for summaries and the flow's artifact; the first three: sweep tables
+    unused_model_keys: tuple[str, ...]  # model.* keys this family ignores: set them and get an error
+    presets: Mapping[str, Any]
+
+    def resolve(self, model: ModelConfig) -> Any:
+        """The preset ``model.variant`` with ``model.overrides`` applied and checked."""
+
+    def layouts_of(self, composition: Any) -> tuple[str, ...]:
+        """The data layouts this composition trains on (a subset of ``layouts``)."""
+
+    def components(self, composition: Any) -> dict[str, str]:
+        """The composition's axes as strings (listings, run tags)."""
+
+    def recipe(self, composition: Any, *, model: ModelConfig, data: Dataset, preview: Dataset | None) -> Recipe:
+        """Bind a composition to a training set (``preview``: fixed held-out inputs for sample grids)."""
+
+    def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> Artifact: ...
+
+    def score(self, artifact: Artifact, ctx: EvalContext) -> dict[str, float]:
+        """The primary metric only, cheaply (periodic evaluation during training)."""
+
+    def evaluate(self, artifact: Artifact, ctx: EvalContext) -> tuple[dict[str, Any], torch.Tensor]:
+        """Every metric of ``metrics/eval.json`` and the uint8 (C, H, W) sample grid."""
