@@ -1,6 +1,6 @@
 """Performance: training throughput vs a bare PyTorch loop, pipeline overhead, serving, peak memory.
 
-    python bench/perf.py [--quick] [--device auto|cpu|cuda] [--parts throughput,pipeline,memory,serving]
+    python bench/perf.py [--quick] [--device auto|cpu|cuda] [--parts throughput,translation,pipeline,memory,serving]
     python bench/perf.py --profile dcgan     # torch.profiler tables of ours vs bare (printed, not written)
 
 Writes one section of bench/RESULTS.md per part (titles end in "(quick)" with --quick).
@@ -17,6 +17,8 @@ throughput  presets dcgan, wgan-gp, sngan, sagan at 32x32, 1 channel, batch 64 (
                 the same n_critic, data already a float tensor in memory; no EMA/ADA/stats/checkpoints.
             img/s counts real images the discriminator sees (G steps x batch x n_critic), like the
             trainer's own img_per_s. GFLOP per step: torch.utils.flop_counter over one bare step.
+translation pix2pix and cyclegan through the trainer against bare loops of the same networks, the same
+            interleaved windows (bench/perf_translation.py says what the bare loops leave out).
 pipeline    a tiny git+DVC project (the tests' TINY params): `dvc repro` wall time, a second
             `dvc repro` with nothing changed, the stages called in-process (compute), each
             `gans <stage>` CLI call (full run only), and the Prefect flow (`gan_pipeline`) after a
@@ -61,6 +63,7 @@ from bench.common import (
 )
 
 PRESETS = ("dcgan", "wgan-gp", "sngan", "sagan")
+DEFAULT_PARTS = "throughput,translation,pipeline,memory,serving"
 STAGE_NAMES = ("prepare", "augment", "evaluator", "train", "evaluate", "register")
 MARK = "PERF_JSON "
 # Per-mode settings: seconds per timing window, interleaved rounds, and the sizes of the other parts.
@@ -383,6 +386,48 @@ def _throughput_body(args, mode, device, rows, mm, mm_after, mm_n, load_s, load_
     return head + "\n".join(lines) + tail
 
 
+# ================================================================ translation throughput
+
+
+def translation_throughput(args: argparse.Namespace, mode: dict, device: torch.device) -> None:
+    """Pix2Pix and CycleGAN through the trainer against bare loops of the same networks (bench/perf_translation.py)."""
+    from tqdm.auto import tqdm
+
+    from bench.perf_translation import PRESETS as TRANSLATION, make_pair
+
+    load_start, rows = os.getloadavg()[0], []
+    with tempfile.TemporaryDirectory(prefix="gans-perf-") as tmp:
+        for preset in TRANSLATION:
+            trainer, bare = make_pair(preset, batch=32, width=args.translation_width, device=device,
+                                      precision=args.precision, workdir=Path(tmp),
+                                      reporter=csv_reporter(Path(tmp) / f"{preset}.csv"))
+            trainer.perf_bar = tqdm(disable=True)  # fit()'s progress bar, as without a terminal
+            arms = {"ours": lambda n, t=trainer: ours_steps(t, n), "bare": lambda n, b=bare: [b.step() for _ in range(n)]}
+            for fn in arms.values():
+                fn(mode["warmup"])
+            step_s = _time_window(arms["bare"], 1, device)
+            steps = max(1, round(mode["window_s"] / step_s))
+            times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+            ips = {k: [steps * 32 / s for s in v] for k, v in times.items()}
+            rows.append({"preset": preset, "steps": steps, "gflop_step": count_gflop(bare.step),
+                         **{f"ips_{k}": _median(v) for k, v in ips.items()},
+                         "ratio": _median([a / b for a, b in zip(ips["ours"], ips["bare"])]), **_checkpoint_cost(trainer)})
+            print(json.dumps(rows[-1]), flush=True)
+    lines = ["| preset | data | steps/window | ours img/s | bare img/s | ours/bare (goal >= 0.95) | GFLOP/step | "
+             "checkpoint + grid |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {TRANSLATION[r['preset']]} | {r['steps']} | {r['ips_ours']:.0f} | "
+                     f"{r['ips_bare']:.0f} | {r['ratio']:.3f} | {r['gflop_step']:.1f} | "
+                     f"{r['checkpoint_s']:.2f} s + {r['grid_s']:.2f} s |")
+    body = (f"{_header(args)} (At the start: {load_start:.1f}.) Device {device}, precision {args.precision}. "
+            f"Workload: pix2pix and cyclegan at width {args.translation_width}, batch 32, 32x32 on their bundled "
+            f"data, ADA off; {mode['rounds']} interleaved rounds of {mode['window_s']:g} s windows, medians; img/s = "
+            "image pairs (pix2pix) or images per domain (cyclegan) per second. The bare loops and what they leave "
+            "out: bench/perf_translation.py.\n\n" + "\n".join(lines))
+    write_section(_title("Translation throughput", args), body)
+    print(body)
+
+
 # ================================================================ pipeline overhead
 
 
@@ -697,7 +742,7 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--precision", args.precision]
     if args.presets != ",".join(PRESETS):
         parts += ["--presets", args.presets]
-    if args.parts != "throughput,pipeline,memory,serving":
+    if args.parts != DEFAULT_PARTS:
         parts += ["--parts", args.parts]
     return " ".join(parts)
 
@@ -722,7 +767,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"),
                     help="training precision of both ours and bare (default fp32)")
     ap.add_argument("--presets", default=",".join(PRESETS))
-    ap.add_argument("--parts", default="throughput,pipeline,memory,serving")
+    ap.add_argument("--parts", default=DEFAULT_PARTS)
+    ap.add_argument("--translation-width", type=int, default=32, help="width of the translation networks (32)")
     ap.add_argument("--profile", metavar="PRESET", help="print torch.profiler tables of ours vs bare and exit")
     args = ap.parse_args()
     from gans.trainer import resolve_device
@@ -738,6 +784,8 @@ def main() -> None:
         scratch = Path(tmp)
         if "throughput" in parts:
             throughput(args, mode, device)
+        if "translation" in parts:
+            translation_throughput(args, mode, device)
         repo = None
         if "pipeline" in parts or "serving" in parts:
             repo = pipeline_overhead(args, mode, scratch)

@@ -160,8 +160,10 @@ class AugmentPipe(nn.Module):
         if set(self.ops) - GEOMETRIC:
             c, changed = self._color(n, images.device)
             c = c.to(out.dtype)
-            if ch == 3:
-                mixed = torch.einsum("nij,njhw->nihw", c[:, :3, :3], out) + c[:, :3, 3, None, None]
+            if ch % 3 == 0:  # RGB, or several RGB images stacked on channels (an input/output pair): alike
+                rgb = out.reshape(n, ch // 3, 3, *out.shape[2:])
+                mixed = (torch.einsum("nij,ngjhw->ngihw", c[:, :3, :3], rgb)
+                         + c[:, None, :3, 3, None, None]).reshape(out.shape)
             else:  # grey = equal RGB: the mean of the transformed channels is one scale and offset per image
                 scale, offset = c[:, :3, :3].sum(2).mean(1), c[:, :3, 3].mean(1)
                 mixed = out * scale[:, None, None, None] + offset[:, None, None, None]

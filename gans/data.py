@@ -109,14 +109,18 @@ class Dataset:
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUNDLED_SOURCES = ("mnist5k", "digits")
-SOURCE_FORMS = BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH")
+# Two-domain sources (gans.domains loads them): bundled derived sets and the folder layouts users have.
+TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "digits-mnist5k": "unpaired"}
+TWO_DOMAIN_PREFIXES = {"paired:": "paired", "unpaired:": "unpaired"}
+SOURCE_FORMS = (BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH") + tuple(TWO_DOMAIN_SOURCES)
+                + tuple(f"{p}PATH" for p in TWO_DOMAIN_PREFIXES))
 
 
 def check_source(source: str) -> None:
     """Fail early, naming the allowed forms, if ``source`` is not a known source."""
-    if source in BUNDLED_SOURCES or source in TORCHVISION_SOURCES:
+    if source in BUNDLED_SOURCES or source in TORCHVISION_SOURCES or source in TWO_DOMAIN_SOURCES:
         return
-    for prefix in ("folder:", "npz:"):
+    for prefix in ("folder:", "npz:", *TWO_DOMAIN_PREFIXES):
         if source.startswith(prefix) and len(source) > len(prefix):
             return
     raise DataError(f"data.source: unknown source {source!r}; allowed values: {', '.join(SOURCE_FORMS)}")
@@ -124,7 +128,12 @@ def check_source(source: str) -> None:
 
 def source_layout(source: str) -> str:
     """The layout a (checked) ``data.source`` yields: images, paired or unpaired."""
-    return "images"
+    if source in TWO_DOMAIN_SOURCES:
+        return TWO_DOMAIN_SOURCES[source]
+    for prefix, layout in TWO_DOMAIN_PREFIXES.items():
+        if source.startswith(prefix):
+            return layout
+    return IMAGES
 
 
 def _from_numpy(images: np.ndarray, labels: np.ndarray | None, classes: tuple[str, ...]) -> ImageSet:
@@ -271,6 +280,11 @@ def load_source(cfg: DataConfig) -> ImageSet:
 
 def load_dataset(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """``cfg.source`` as a dataset, and its own holdout split where the source ships one (else None)."""
+    check_source(cfg.source)
+    if source_layout(cfg.source) != IMAGES:
+        from gans import domains
+
+        return domains.load(cfg)
     return Dataset.single(load_source(cfg)), None
 
 

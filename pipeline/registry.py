@@ -27,9 +27,10 @@ DEFAULT_FAMILY = "noise-to-image"  # versions registered before families existed
 
 
 def comparable(a: dict[str, str], b: dict[str, str]) -> bool:
-    """Same family, data (where both record it), evaluator and sample count."""
+    """Same family (and directions, for translators), data (where both record it), evaluator and sample count."""
     same_data = a.get("data_hash") == b.get("data_hash") or not (a.get("data_hash") and b.get("data_hash"))
     return (a.get("family", DEFAULT_FAMILY) == b.get("family", DEFAULT_FAMILY) and same_data
+            and a.get("directions") == b.get("directions")
             and a.get("evaluator_id") == b.get("evaluator_id") and a.get("num_samples") == b.get("num_samples"))
 
 
@@ -42,11 +43,10 @@ def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promot
     if champion is None:
         return True, "there was no champion"
     if not comparable(new, champion):
-        return False, (f"the champion ({champion.get('family', DEFAULT_FAMILY)}, data {champion.get('data_hash')}) "
-                       f"was evaluated with evaluator {champion.get('evaluator_id')} on "
-                       f"{champion.get('num_samples')} samples, this version ({new.get('family', DEFAULT_FAMILY)}, "
-                       f"data {new.get('data_hash')}) with {new.get('evaluator_id')} on {new.get('num_samples')}; "
-                       "they are not comparable (set register.promote: always to force)")
+        return False, (f"the champion ({_what(champion)}) and this version ({_what(new)}) are not comparable: "
+                       "only versions of the same family, directions, data, evaluator and sample count compete; "
+                       "register other models under their own register.model_name (or set register.promote: "
+                       "always to force)")
     metric = new.get("metric", "fid")
     higher = new.get("higher_is_better", "false") == "true"
     name = metric.upper() if metric in ("fid", "kid", "is") else metric
@@ -55,6 +55,12 @@ def decide_champion(new: dict[str, str], champion: dict[str, str] | None, promot
     if math.isfinite(new_v) and (better or not math.isfinite(old_v)):
         return True, f"{name} {new_v:.3f} {'>' if higher else '<'} champion's {old_v:.3f}"
     return False, f"{name} {new_v:.3f} is not better than the champion's {old_v:.3f}"
+
+
+def _what(tags: dict[str, str]) -> str:
+    directions = f" {tags['directions']}" if tags.get("directions") else ""
+    return (f"{tags.get('family', DEFAULT_FAMILY)}{directions}, data {tags.get('data_hash')}, evaluator "
+            f"{tags.get('evaluator_id')}, {tags.get('num_samples')} samples")
 
 
 def version_tags(eval_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, str]:

@@ -3,11 +3,13 @@ domain classifiers per data part, the holdout, and cached features of the real h
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from gans.data import Dataset
 from gans.evaluation import DomainExtractor, Features, cached_features, classifier_from_payload
 from gans.families import family_named, load_artifact
 from gans.family import EvalContext, Extractor
@@ -18,11 +20,12 @@ from pipeline.params import Params
 from pipeline.paths import project_root
 
 
-def domain_extractors(device: torch.device) -> dict[str, DomainExtractor]:
-    """The evaluator stage's classifiers, by data part (``images``; or ``a`` and ``b``)."""
+def domain_extractors(device: torch.device) -> tuple[dict[str, DomainExtractor], str]:
+    """The evaluator stage's classifiers by data part (``images``; or ``a`` and ``b``), and its id."""
     payload = load_torch(require_file(paths.EVALUATOR, "evaluator"), map_location=device)
     payloads = payload["parts"] if "parts" in payload else {"images": payload}
-    return {name: DomainExtractor(classifier_from_payload(p, device), device) for name, p in payloads.items()}
+    return ({name: DomainExtractor(classifier_from_payload(p, device), device) for name, p in payloads.items()},
+            payload["id"])
 
 
 def check_extractor_inputs(params: Params) -> None:
@@ -33,19 +36,15 @@ def check_extractor_inputs(params: Params) -> None:
         check_weights(resolve_weights(params.evaluate.inception_weights))
 
 
-def _extractors(params: Params, domain: dict[str, DomainExtractor],
+def _extractors(params: Params, parts: list[str], domain: dict[str, DomainExtractor], domain_id: str,
                 device: torch.device) -> tuple[dict[str, Extractor], str, str]:
     """The extractor ``evaluate.features`` names for each part, its label for reports and its id."""
     if params.evaluate.features == "inception":
         from gans.inception import InceptionExtractor, resolve_weights
 
         ext = InceptionExtractor(resolve_weights(params.evaluate.inception_weights), device)
-        return {name: ext for name in domain}, f"inception:{ext.id}", ext.id
-    if list(domain) == ["images"]:
-        ext_id = domain["images"].id
-    else:
-        ext_id = load_torch(paths.EVALUATOR, map_location="cpu")["id"]
-    return dict(domain), f"domain:{ext_id}", ext_id
+        return {name: ext for name in parts}, f"inception:{ext.id}", ext.id
+    return dict(domain), f"domain:{domain_id}", domain_id
 
 
 def _real_features(extractor: Extractor, kind: str, part: str, images: torch.Tensor, batch_size: int) -> Features:
@@ -57,9 +56,8 @@ def _real_features(extractor: Extractor, kind: str, part: str, images: torch.Ten
                            batch_size=batch_size)
 
 
-def _context(extractors: dict[str, Extractor], kind: str, domain: dict[str, DomainExtractor],
+def _context(holdout: Dataset, extractors: dict[str, Extractor], kind: str, domain: dict[str, DomainExtractor],
              device: torch.device, **sizes: int) -> EvalContext:
-    holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
     cache: dict[str, Features] = {}
 
     def real(part: str) -> Features:
@@ -76,10 +74,11 @@ def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple
     cfg = params.evaluate
     artifact = load_artifact(path, device)
     family = family_named(artifact.family)
-    domain = domain_extractors(device)
-    extractors, label, ext_id = _extractors(params, domain, device)
-    ctx = _context(extractors, cfg.features, domain, device, num_samples=cfg.num_samples, batch_size=cfg.batch_size,
-                   seed=cfg.seed, kid_subset_size=cfg.kid_subset_size)
+    holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
+    domain, domain_id = domain_extractors(device)
+    extractors, label, ext_id = _extractors(params, list(holdout.parts), domain, domain_id, device)
+    ctx = _context(holdout, extractors, cfg.features, domain, device, num_samples=cfg.num_samples,
+                   batch_size=cfg.batch_size, seed=cfg.seed, kid_subset_size=cfg.kid_subset_size)
     metrics, grid = family.evaluate(artifact, ctx)
     metrics.update({"family": family.name, "artifact": family.artifact, "primary_metric": family.primary_metric,
                     "higher_is_better": family.higher_is_better, "extractor": label, "evaluator_id": ext_id,
@@ -87,12 +86,17 @@ def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple
     return metrics, grid
 
 
-def periodic_score(params: Params, device: torch.device) -> Callable[[dict[str, Any]], dict[str, float]]:
+def periodic_score(params: Params, device: torch.device) -> Callable[[dict[str, Any]], dict[str, float]] | None:
     """fn(artifact payload) -> the family's primary metric on ``train.eval_samples`` samples with the domain
     features, for the trainer's periodic evaluation."""
     family = params.resolved.family
-    domain = domain_extractors(device)
-    ctx = _context(dict(domain), "domain", domain, device, num_samples=params.train.eval_samples, batch_size=250)
+    domain, _ = domain_extractors(device)
+    holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
+    if set(domain) != set(holdout.parts):
+        print("note: periodic evaluation is off: it uses the domain classifiers, and this data has no labels "
+              "(train.eval_every is ignored)", file=sys.stderr)
+        return None
+    ctx = _context(holdout, dict(domain), "domain", domain, device, num_samples=params.train.eval_samples, batch_size=250)
 
     def fn(payload: dict[str, Any]) -> dict[str, float]:
         return family.score(family.load_artifact(payload, device), ctx)

@@ -41,10 +41,10 @@ def signature(conditional: bool) -> ModelSignature:
 
 
 def translate_signature(two_way: bool) -> ModelSignature:
-    """The ``translate`` signature: image (base64 PNG) (and direction) -> png."""
-    columns = [ColSpec("string", "image")]
-    if two_way:
-        columns.append(ColSpec("string", "direction"))
+    """The ``translate`` signature: image (base64 PNG) and direction -> png. ``direction`` is required by
+    two-way models and optional for one-way ones, which still receive it (MLflow drops columns a signature
+    does not name) and refuse any direction but their own."""
+    columns = [ColSpec("string", "image"), ColSpec("string", "direction", required=two_way)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -129,7 +129,11 @@ def validate_translate_rows(frame: pd.DataFrame, artifact: Any, *,
         raise _bad(f"this model translates both ways: every row needs 'direction', one of {', '.join(directions)}")
     groups: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
     for i, row in enumerate(frame.to_dict("records")):
-        direction = row.get("direction", directions[0])
+        direction = row.get("direction")
+        if direction is None or (isinstance(direction, float) and math.isnan(direction)):
+            if len(directions) > 1:
+                raise _bad(f"row {i}: 'direction' is missing; this model translates {', '.join(directions)}")
+            direction = directions[0]
         if direction not in directions:
             raise _bad(f"row {i}: 'direction' must be one of {', '.join(directions)}, got {direction!r}")
         img = _decode_image(row["image"], i)

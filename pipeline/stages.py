@@ -94,27 +94,32 @@ def augment(params: Params) -> dict[str, Any]:
 
 
 def evaluator(params: Params) -> dict[str, Any]:
-    """Train a domain classifier per part of the training split (one for an image set, one per domain for
-    translation data); score each on the holdout. An image set's file holds its one classifier."""
+    """Train a domain classifier per labelled part of the training split (one for an image set, one per
+    domain for translation data); score each on the holdout. An image set's file holds its one classifier.
+
+    The classifiers give the domain features and the label metrics. Unlabelled data has none: it needs
+    ``evaluate.features: inception`` (and gets no label metrics nor periodic evaluation)."""
     cfg = params.evaluate
     train = load_dataset_file(paths.PREPARED / "train.pt", "prepare")
     holdout = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
-    for name, part in train.parts.items():
-        if part.labels is None:
-            where = "" if train.layout == "images" else f" (domain {name})"
-            raise StageError(f"evaluate.features: 'domain' needs a labelled data.source{where} (class folders, or "
-                             "labels in the npz); this source has no labels")
+    unlabelled = [name for name, part in train.parts.items() if part.labels is None]
+    if unlabelled and cfg.features == "domain":
+        where = "" if train.layout == "images" else f" (domain {', '.join(unlabelled)} has none)"
+        raise StageError(f"evaluate.features: 'domain' needs a labelled data.source{where} (class folders, or "
+                         "labels in the npz); for unlabelled data set evaluate.features: inception")
     device = device_of(params)
     payloads = {}
     for name, part in train.parts.items():
-        model = train_classifier(part, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device)
-        payloads[name] = classifier_payload(model, part.classes, accuracy(model, holdout.parts[name], device=device))
-    if train.layout == "images":
+        if part.labels is not None:
+            model = train_classifier(part, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device)
+            payloads[name] = classifier_payload(model, part.classes, accuracy(model, holdout.parts[name], device=device))
+    if train.layout == "images" and payloads:
         payload = payloads["images"]
         result = {"holdout_accuracy": payload["holdout_accuracy"], "id": payload["id"]}
     else:
-        payload = {"parts": payloads, "id": _combined_id(payloads)}
-        result = {"holdout_accuracy": min(p["holdout_accuracy"] for p in payloads.values()), "id": payload["id"],
+        payload = {"parts": payloads, "id": _combined_id(payloads) if payloads else "none"}
+        accuracies = [p["holdout_accuracy"] for p in payloads.values()]
+        result = {"holdout_accuracy": min(accuracies) if accuracies else None, "id": payload["id"],
                   "parts": {k: {"holdout_accuracy": p["holdout_accuracy"], "id": p["id"]} for k, p in payloads.items()}}
     save_torch(payload, paths.EVALUATOR)
     result.update({"epochs": cfg.evaluator_epochs, "holdout_count": sum(len(s) for s in holdout.parts.values())})

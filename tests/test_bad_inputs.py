@@ -39,16 +39,39 @@ def _inputs(ws: Path) -> None:
     np.savez(ws / "negative.npz", images=np.zeros((3, 8, 8), np.uint8), labels=np.array([0, -1, 1]))
     np.savez(ws / "single.npz", images=np.zeros((1, 8, 8), np.uint8))
     (ws / "notnpz.npz").write_text("hello")
+    _translation_inputs(ws)
     (ws / "broken.yaml").write_text("train: [unclosed\n")
     import torch
 
     torch.save({"weight": torch.zeros(2)}, ws / "tensors.pt")
 
 
+def _translation_inputs(ws: Path) -> None:
+    """Malformed two-domain layouts, and a well-formed unlabelled one."""
+    def png(path: Path, size: tuple[int, int] = (10, 10)) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((size[1], size[0]), np.uint8)).save(path)
+
+    png(ws / "unpaired-noB/trainA/0.png")
+    (ws / "unpaired-emptyA/trainA").mkdir(parents=True)
+    png(ws / "unpaired-emptyA/trainB/0.png")
+    for name in ("trainA", "trainB", "testA"):
+        png(ws / f"unpaired-oneTest/{name}/0.png")
+    png(ws / "pairs-mismatch/A/1.png")
+    png(ws / "pairs-mismatch/B/2.png")
+    png(ws / "ab-square/train/0.png")
+    png(ws / "ab-emptytest/train/0.png", (20, 10))
+    (ws / "ab-emptytest/test").mkdir()
+    for name in ("trainA", "trainB"):
+        for i in range(12):
+            png(ws / f"horses/{name}/{i}.png", (16, 16))
+
+
 SETUPS = {
     "prepared": ["-S", "data.source=digits", "-S", "data.max_images=100", "-S", "data.resolution=16"],
     "prepared-24": ["-S", "data.source=digits", "-S", "data.max_images=100", "-S", "data.resolution=24"],
     "prepared-flat": ["-S", "data.source=folder:flat", "-S", "data.resolution=16"],
+    "prepared-horses": ["-S", "data.source=unpaired:horses", "-S", "data.resolution=16", "-S", "model.variant=cyclegan"],
 }
 
 

@@ -17,9 +17,10 @@ from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, re
 from gans.data import Dataset, ImageSet
 from gans.family import Artifact, Family, Recipe
 from gans.families.noise import NOISE
+from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE,)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
@@ -61,18 +62,19 @@ def resolve(model: ModelConfig) -> Resolved:
     return Resolved(family, family.resolve(model))
 
 
-LAYOUT_WORDS = {"images": "one image set", "paired": "paired (two aligned domains)",
-                "unpaired": "unpaired (two domains)"}
+LAYOUT_WORDS = {"images": "one image set", "paired": "paired data (two aligned domains)",
+                "unpaired": "unpaired data (two domains)"}
 
 
 def check_layout(resolved: Resolved, layout: str, source: str) -> None:
-    """The data source's layout must be one the family trains on."""
+    """The data source's layout must be one the composition trains on."""
     family, wanted = resolved.family, resolved.family.layouts_of(resolved.composition)
     if layout not in wanted:
         fits = ", ".join(p for p, f in PRESETS.items() if layout in f.layouts_of(f.presets[p]))
-        raise ConfigError(f"model.variant: {resolved.variant} ({family.name}) trains on {' or '.join(wanted)} data, "
-                          f"but data.source {source!r} is {LAYOUT_WORDS[layout]}; choose a source of "
-                          f"{' or '.join(wanted)} data, or a variant for {layout} data: {fits}")
+        raise ConfigError(f"model.variant: {resolved.variant} ({family.name}) trains on "
+                          f"{' or '.join(LAYOUT_WORDS[w] for w in wanted)}, but data.source {source!r} is "
+                          f"{LAYOUT_WORDS[layout]}; choose another data.source, or a variant for "
+                          f"{LAYOUT_WORDS[layout]}: {fits}")
 
 
 def recipe(resolved: Resolved, *, model: ModelConfig, data: Dataset | ImageSet,

@@ -1,0 +1,169 @@
+"""Two-domain data sources for image-to-image translation, in the layouts users already have:
+
+- ``paired:PATH`` with ``A/`` and ``B/`` folders of images with matching file names, or with ``train/`` (and
+  ``test/`` or ``val/``) folders of side-by-side ``AB`` images (the layout pix2pix datasets ship in: A on
+  the left half, B on the right);
+- ``unpaired:PATH`` with ``trainA/``, ``trainB/`` (and ``testA/``, ``testB/``) folders (CycleGAN datasets);
+- bundled, offline: ``mnist5k-edges`` (paired: the edge map of each mnist5k digit -> the digit) and
+  ``digits-mnist5k`` (unpaired: scikit-learn's 8x8 digits upscaled, and mnist5k: two real styles of the
+  same ten classes, like MNIST and USPS).
+
+Each loader returns (dataset, holdout or None): the holdout when the layout ships a test split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from gans.config import DataConfig
+from gans.data import IMAGE_SUFFIXES, DataError, Dataset, ImageSet, _read_image, _square, load_source
+
+def load(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
+    """Load a two-domain ``cfg.source`` at ``cfg.resolution`` (``data.max_images``: per domain, pairs kept)."""
+    source = cfg.source
+    if source == "mnist5k-edges":
+        data, holdout = _mnist_edges(cfg), None
+    elif source == "digits-mnist5k":
+        data, holdout = _digits_mnist(cfg), None
+    elif source.startswith("paired:"):
+        data, holdout = _paired_folder(Path(source[len("paired:"):]), cfg.resolution)
+    else:
+        data, holdout = _unpaired_folder(Path(source[len("unpaired:"):]), cfg.resolution)
+    return _limit(data, cfg), holdout
+
+
+def _limit(data: Dataset, cfg: DataConfig) -> Dataset:
+    """At most ``data.max_images`` per domain, a reproducible random subset (the same rows of both when paired)."""
+    if not cfg.max_images:
+        return data
+    g = torch.Generator().manual_seed(cfg.seed)
+    if data.layout == "paired":
+        n = len(data.parts["a"])
+        keep = torch.randperm(n, generator=g)[:cfg.max_images].sort().values if n > cfg.max_images else None
+        return data if keep is None else Dataset("paired", {k: v.subset(keep) for k, v in data.parts.items()})
+    parts = {}
+    for name, part in data.parts.items():
+        keep = torch.randperm(len(part), generator=g)[:cfg.max_images].sort().values
+        parts[name] = part.subset(keep) if len(part) > cfg.max_images else part
+    return Dataset(data.layout, parts)
+
+
+# ---------------------------------------------------------------- bundled
+
+
+def edge_map(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 1, R, R) digits -> uint8 (N, 1, R, R) Sobel edge magnitudes, each image scaled to [0, 255]."""
+    from kornia.filters import sobel
+
+    edges = sobel(images.float() / 255.0)
+    peak = edges.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+    return (edges / peak * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _mnist_edges(cfg: DataConfig) -> Dataset:
+    """Paired: domain a is the edge map of each mnist5k digit, domain b the digit; both keep its label."""
+    digits = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution))
+    return Dataset("paired", {"a": ImageSet(edge_map(digits.images), digits.labels, digits.classes), "b": digits})
+
+
+def _digits_mnist(cfg: DataConfig) -> Dataset:
+    """Unpaired: domain a is scikit-learn's 8x8 digits upscaled (blurred blocks), domain b mnist5k."""
+    a = load_source(DataConfig(source="digits", resolution=cfg.resolution, seed=cfg.seed))
+    b = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution, seed=cfg.seed))
+    return Dataset("unpaired", {"a": a, "b": b})
+
+
+# ---------------------------------------------------------------- folders
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _stack(images: list[torch.Tensor], resolution: int) -> torch.Tensor:
+    """(C, H, W) images of any sizes -> uint8 (N, C, R, R); a domain mixing grey and colour becomes colour."""
+    channels = 3 if any(img.shape[0] == 3 for img in images) else 1
+    return torch.stack([_square(img.expand(channels, -1, -1) if img.shape[0] != channels else img, resolution)
+                        for img in images])
+
+
+def _unlabelled(images: torch.Tensor) -> ImageSet:
+    return ImageSet(images, None, ())
+
+
+def _require_images(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"data.source: {what} has no {folder.name}/ folder ({folder})")
+    files = _images_in(folder)
+    if not files:
+        raise DataError(f"data.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def _paired_folder(root: Path, resolution: int) -> tuple[Dataset, Dataset | None]:
+    """``A/`` + ``B/`` with matching names (split later by data.holdout_fraction), or side-by-side ``AB``
+    images in ``train/`` with ``test/`` (else ``val/``) as the holdout."""
+    what = f"paired:{root}"
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+    if (root / "A").is_dir() or (root / "B").is_dir():
+        return _matching_folders(root, resolution), None
+    if (root / "train").is_dir():
+        train = _side_by_side(_require_images(root / "train", what), resolution)
+        for split in ("test", "val"):
+            if (root / split).is_dir():
+                return train, _side_by_side(_require_images(root / split, what), resolution)
+        return train, None
+    raise DataError(f"data.source: {what} holds neither A/ and B/ folders (matching file names) nor a train/ "
+                    "folder of side-by-side AB images (with test/ or val/)")
+
+
+def _matching_folders(root: Path, resolution: int) -> Dataset:
+    what = f"paired:{root}"
+    a_files = {p.name: p for p in _require_images(root / "A", what)}
+    b_files = {p.name: p for p in _require_images(root / "B", what)}
+    for mine, other, name in ((a_files, b_files, "B"), (b_files, a_files, "A")):
+        missing = sorted(set(mine) - set(other))
+        if missing:
+            raise DataError(f"data.source: {what}: {missing[0]} has no match in {name}/ "
+                            f"({len(missing)} file(s) without a pair); A/ and B/ need the same file names")
+    names = sorted(a_files)
+    a = _stack([_read_image(a_files[n]) for n in names], resolution)
+    b = _stack([_read_image(b_files[n]) for n in names], resolution)
+    return Dataset("paired", {"a": _unlabelled(a), "b": _unlabelled(b)})
+
+
+def _side_by_side(files: list[Path], resolution: int) -> Dataset:
+    """Each file holds A on its left half and B on its right half."""
+    lefts, rights = [], []
+    for f in files:
+        img = _read_image(f)
+        h, w = img.shape[1:]
+        if w != 2 * h:
+            raise DataError(f"data.source: {f} is {w}x{h} pixels; a side-by-side AB image is twice as wide as "
+                            "tall (A on the left, B on the right)")
+        lefts.append(img[:, :, :h])
+        rights.append(img[:, :, h:])
+    return Dataset("paired", {"a": _unlabelled(_stack(lefts, resolution)), "b": _unlabelled(_stack(rights, resolution))})
+
+
+def _unpaired_folder(root: Path, resolution: int) -> tuple[Dataset, Dataset | None]:
+    """``trainA/``, ``trainB/``, and ``testA/`` + ``testB/`` as the holdout when both exist."""
+    what = f"unpaired:{root}"
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+
+    def domain(name: str) -> ImageSet:
+        return _unlabelled(_stack([_read_image(f) for f in _require_images(root / name, what)], resolution))
+
+    train = Dataset("unpaired", {"a": domain("trainA"), "b": domain("trainB")})
+    tests = [(root / name).is_dir() for name in ("testA", "testB")]
+    if any(tests) and not all(tests):
+        missing = "testB" if tests[0] else "testA"
+        raise DataError(f"data.source: {what} has no {missing}/ folder beside its other test folder; give both "
+                        "testA/ and testB/, or neither (then data.holdout_fraction splits trainA/ and trainB/)")
+    if not any(tests):
+        return train, None
+    return train, Dataset("unpaired", {"a": domain("testA"), "b": domain("testB")})

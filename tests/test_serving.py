@@ -1,0 +1,84 @@
+"""Serving rows by artifact kind, in process: what a translator takes, and every bad row's 400."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from torchvision.io import decode_png, encode_png
+
+from gans.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
+from gans.data import load_dataset
+from gans.families import build_trainer
+from gans.io import save_torch
+from pipeline.serving import ArtifactModel, signature_of, validate_translate_rows
+
+
+def _png(image: torch.Tensor) -> str:
+    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory: pytest.TempPathFactory) -> ArtifactModel:
+    """A two-way translator (one step of CycleGAN) served as the pyfunc model serves it."""
+    tmp = tmp_path_factory.mktemp("translator")
+    data, _ = load_dataset(DataConfig(source="digits-mnist5k", resolution=16, max_images=40))
+    t = build_trainer(model=ModelConfig(variant="cyclegan", width=4, overrides={"g_blocks": 1}),
+                      train=TrainConfig(batch_size=8, steps=1, eval_every=0), augment=AugmentConfig(), data=data,
+                      checkpoint_dir=tmp)
+    t.setup()
+    save_torch(t.export(), tmp / "generator.pt")
+    model = ArtifactModel()
+    model.load_context(SimpleNamespace(artifacts={"generator": str(tmp / "generator.pt")}, model_config={"max_rows": 4}))
+    return model
+
+
+def test_a_translator_answers_each_row_in_its_own_direction(translator: ArtifactModel) -> None:
+    a = torch.randint(0, 256, (1, 16, 16), dtype=torch.uint8)
+    rows = pd.DataFrame([{"image": _png(a), "direction": "a2b"}, {"image": _png(a), "direction": "b2a"},
+                         {"image": _png(a), "direction": "a2b"}])
+    out = translator.predict(None, rows)
+    images = [decode_png(torch.frombuffer(bytearray(base64.b64decode(p)), dtype=torch.uint8)) for p in out["png"]]
+    assert all(img.shape == (1, 16, 16) for img in images)
+    assert torch.equal(images[0], images[2]) and not torch.equal(images[0], images[1])
+    sig = signature_of(translator.artifact)
+    assert [c.name for c in sig.inputs.inputs] == ["image", "direction"] and sig.inputs.inputs[1].required
+
+
+def test_a_colour_row_for_a_grey_model_is_refused_and_grey_for_colour_is_widened() -> None:
+    grey = SimpleNamespace(directions=("a2b",), resolution=8, in_channels=lambda d: 1)
+    rgb = torch.zeros(3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(MlflowException, match="row 0: 'image' has 3 channels; this model takes 1-channel images"):
+        validate_translate_rows(pd.DataFrame([{"image": _png(rgb)}]), grey, max_rows=4)
+    colour = SimpleNamespace(directions=("a2b",), resolution=8, in_channels=lambda d: 3)
+    groups = validate_translate_rows(pd.DataFrame([{"image": _png(torch.zeros(1, 8, 8, dtype=torch.uint8))}]),
+                                     colour, max_rows=4)
+    assert groups["a2b"][1].shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("rows, fragment", [
+    ([], "no rows"),
+    ([{"direction": "a2b"}], "missing column 'image'"),
+    ([{"image": "x", "direction": "a2b"}] * 5, "at most 4 per request"),
+    ([{"image": 3, "direction": "a2b"}], "row 0: 'image' must be a base64-encoded PNG string"),
+    ([{"image": "!!!", "direction": "a2b"}], "row 0: 'image' is not valid base64"),
+    ([{"image": base64.b64encode(b"GIF89a nope").decode(), "direction": "a2b"}], "not a readable image"),
+    ([{"image": "<a2b>", "direction": "a2b"}, {"image": "<big>", "direction": "a2b"}],
+     "row 1: 'image' is 20x20 pixels; this model translates 16x16 images"),
+    ([{"image": "<a2b>"}], "every row needs 'direction', one of a2b, b2a"),
+    ([{"image": "<a2b>", "direction": "a2b"}, {"image": "<a2b>"}], "row 1: 'direction' is missing"),
+    ([{"image": "<a2b>", "direction": "c2d"}], "row 0: 'direction' must be one of a2b, b2a, got 'c2d'"),
+    ([{"image": "<a2b>", "direction": "a2b", "seed": 1}], "unknown column(s) ['seed']"),
+])
+def test_bad_translation_rows_get_a_400_naming_row_and_column(translator: ArtifactModel, rows: list[dict],
+                                                              fragment: str) -> None:
+    good, big = _png(torch.zeros(1, 16, 16, dtype=torch.uint8)), _png(torch.zeros(1, 20, 20, dtype=torch.uint8))
+    rows = [{k: {"<a2b>": good, "<big>": big}.get(v, v) for k, v in r.items()} for r in rows]
+    with pytest.raises(MlflowException) as err:
+        translator.predict(None, pd.DataFrame(rows))
+    assert err.value.get_http_status_code() == 400 and fragment in err.value.message
