@@ -62,6 +62,43 @@ class OptimizerSpec:
     decay_start: float = 1.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class Composition:
+    """What every family's composition has: the preset's name, the optimiser axes (one optimiser over the
+    generators, one over the discriminators), and the paper it follows. Families subclass it with their axes."""
+
+    name: str
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 1  # discriminator updates per generator update
+    paper: str = ""
+
+    def optimizer_label(self) -> str:
+        """e.g. ``adam(lr_g=0.0002, lr_d=0.0002, betas=(0.5, 0.999))``, for listings and run tags."""
+        betas = f", betas=({self.beta1:g}, {self.beta2:g})" if self.optimizer == "adam" else ""
+        return f"{self.optimizer}(lr_g={self.lr_g:g}, lr_d={self.lr_d:g}{betas})"
+
+    def optimizers(self, generators: tuple[str, ...], discriminators: tuple[str, ...],
+                   decay_start: float = 1.0) -> dict[str, OptimizerSpec]:
+        """Optimisers ``G`` over ``generators`` and ``D`` over ``discriminators`` (none when empty)."""
+        betas = (self.beta1, self.beta2)
+        specs = {"G": OptimizerSpec(generators, self.lr_g, self.optimizer, betas, "lr_g", decay_start)}
+        if discriminators:
+            specs["D"] = OptimizerSpec(discriminators, self.lr_d, self.optimizer, betas, "lr_d", decay_start)
+        return specs
+
+    def check_optimizer(self, where: str) -> None:
+        """Positive learning rates and at least one critic update, or a ConfigError naming the key."""
+        from gans.config import require
+
+        for key in ("lr_g", "lr_d"):
+            require(getattr(self, key) > 0, f"{where}.{key}", f"got {getattr(self, key)}; expected > 0")
+        require(self.n_critic >= 1, f"{where}.n_critic", f"got {self.n_critic}; expected >= 1")
+
+
 class Recipe(Protocol):
     """One composition of one family, bound to one training set: what the trainer runs."""
 

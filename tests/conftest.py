@@ -15,7 +15,7 @@ setup_logging()
 
 # The tiny workload and scratch git + DVC projects live in scratch.py (the benchmarks use them too);
 # the tests import them from here.
-from scratch import BIN, ROOT, TINY, make_project, run, subprocess_env, tiny_params  # noqa: E402, F401
+from scratch import BIN, ROOT, TINY, make_project, run, serve_model, subprocess_env, tiny_params  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")

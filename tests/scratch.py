@@ -67,3 +67,35 @@ def make_project(path: Path, params: dict) -> Path:
     run(["git", "add", "-A"], path)
     run(["git", "commit", "-qm", "init"], path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on (now)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_model(repo: Path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """``gans serve ARGS`` in ``repo`` on a free port; (process, base URL) once /ping answers."""
+    import time
+
+    import requests
+
+    port = free_port()
+    proc = subprocess.Popen(["gans", "serve", "--port", str(port), *args], cwd=repo, env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gans serve exited:\n{proc.stdout.read()}")
+        try:
+            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"model server did not start in {timeout:.0f} s")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import requests
 import torch
 from PIL import Image
 
-from conftest import make_project, run, subprocess_env, tiny_params
+from conftest import make_project, run, serve_model, subprocess_env, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -74,30 +73,9 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert json.loads((tiny_repo / "metrics/register.json").read_text())["champion"] is True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_repo: Path):
-    port = _free_port()
-    proc = subprocess.Popen(["gans", "serve", "--port", str(port)], cwd=tiny_repo, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gans serve exited:\n{proc.stdout.read()}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                break
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise AssertionError("model server did not start in 120 s")
+    proc, url = serve_model(tiny_repo)
     yield url
     proc.terminate()
     proc.wait(timeout=30)

@@ -3,7 +3,6 @@ preset through the train stage, exact resume with image pools and LR schedules."
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import shutil
 from pathlib import Path

@@ -7,9 +7,6 @@ import base64
 import io
 import json
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import make_project, run, subprocess_env, tiny_params
+from conftest import make_project, run, serve_model, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -96,28 +93,8 @@ def test_sample_and_summary_commands_on_a_translator(paired: Path) -> None:
     assert "label preservation" in summary and "PSNR" in summary and '"image": "<base64 PNG>"' in summary
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(repo: Path, model: str):
-    port = _free_port()
-    proc = subprocess.Popen(["gans", "serve", "--port", str(port), "--model", model], cwd=repo, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gans serve exited:\n{proc.stdout.read()}")
-        try:
-            if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.5)
-    proc.kill()
-    raise AssertionError("model server did not start in 120 s")
+    return serve_model(repo, "--model", model)
 
 
 def _png(image: torch.Tensor) -> str:

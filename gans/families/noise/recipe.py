@@ -11,7 +11,7 @@ from torch import nn
 
 from gans.config import ConfigError, ModelConfig, to_dict
 from gans.data import Dataset
-from gans.family import Augment, Batch, OptimizerSpec, Phase
+from gans.family import Augment, Batch, Phase
 from gans.families.noise.nets import NetSpec, build_networks, check_buildable
 from gans.families.noise.objective import GANObjective, Extras
 from gans.families.noise.variants import Variant, check_variant_fits
@@ -64,9 +64,7 @@ class NoiseRecipe:
         self.streams = {"real": {"images": images.images} | ({} if images.labels is None else {"labels": images.labels})}
         self.phases = (Phase("D", "D", repeats=variant.n_critic),
                        Phase("G", "G", new_batch=False, frozen=("D",)))
-        betas = (variant.beta1, variant.beta2)
-        self.optimizers = {"G": OptimizerSpec(("G",), variant.lr_g, variant.optimizer, betas, "lr_g"),
-                           "D": OptimizerSpec(("D",), variant.lr_d, variant.optimizer, betas, "lr_d")}
+        self.optimizers = variant.optimizers(("G",), ("D",))
         self.ema = {"G_ema": "G"}
 
     def describe(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gans.config import ConfigError, ModelConfig, override_fields, require
+from gans.family import Composition
 from gans.losses import ARCHITECTURAL_REGULARIZERS, PER_SAMPLE_PENALTIES, check_loss, check_regularizers
 from gans.families.noise.nets import ARCHITECTURES
 
@@ -16,10 +17,9 @@ LABELLED_CONDITIONING = ("concat", "projection", "acgan")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Variant:
+class Variant(Composition):
     """A resolved composition. Dict fields hold keyword arguments of the named components."""
 
-    name: str
     architecture: str = "dcgan"
     loss: str = "non-saturating"
     loss_args: dict[str, Any] = field(default_factory=dict)
@@ -33,13 +33,6 @@ class Variant:
     minibatch_features: int = 0
     feature_matching: bool = False
     attention_res: int = 0  # SAGAN: 0 = half the image side
-    optimizer: Literal["adam", "rmsprop"] = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_critic: int = 1
-    paper: str = ""
 
     @property
     def conditional(self) -> bool:
@@ -54,10 +47,8 @@ class Variant:
             regs.append("minibatch-discrimination")
         if self.feature_matching:
             regs.append("feature-matching")
-        opt = (f"{self.optimizer}(lr_g={self.lr_g:g}, lr_d={self.lr_d:g}"
-               + (f", betas=({self.beta1:g}, {self.beta2:g})" if self.optimizer == "adam" else "") + ")")
         return {"architecture": self.architecture, "loss": loss, "regularizers": ", ".join(regs) or "none",
-                "conditioning": self.conditioning, "optimizer": opt, "n_critic": str(self.n_critic)}
+                "conditioning": self.conditioning, "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
 
 
 def _kw(d: dict[str, Any]) -> str:
@@ -123,10 +114,8 @@ def resolve_variant(cfg: ModelConfig) -> Variant:
             f"got {v.architecture!r}; allowed values: {', '.join(ARCHITECTURES)}")
     check_loss(v.loss, v.loss_args, where)
     check_regularizers(v.regularizers, v.reg_args, where, known=ARCHITECTURAL_REGULARIZERS)
-    for key in ("n_critic", "info_categories"):
-        require(getattr(v, key) >= 1, f"{where}.{key}", f"got {getattr(v, key)}; expected >= 1")
-    for key in ("lr_g", "lr_d"):
-        require(getattr(v, key) > 0, f"{where}.{key}", f"got {getattr(v, key)}; expected > 0")
+    v.check_optimizer(where)
+    require(v.info_categories >= 1, f"{where}.info_categories", f"got {v.info_categories}; expected >= 1")
     require(0 <= v.d_dropout < 1, f"{where}.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
     if "ct" in v.regularizers:
         require(v.d_dropout > 0, f"{where}.d_dropout", "the ct regularizer needs discriminator dropout > 0")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gans.config import ConfigError, ModelConfig, override_fields, require
+from gans.family import Composition
 from gans.families.translation.nets import DISCRIMINATORS, GENERATORS
 from gans.layers import NORMS
 from gans.losses import PER_SAMPLE_PENALTIES, check_loss, check_regularizers
@@ -17,13 +18,12 @@ TRANSLATION_REGULARIZERS = ("gp", "wgan-div", "r1", "dragan", "clip")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Translation:
+class Translation(Composition):
     """A resolved translation composition. Weights of 0 switch a term off."""
 
-    name: str
     generator: Literal["unet", "resnet", "encoder-decoder"] = "unet"
     g_norm: Literal["batch", "instance", "layer", "none"] = "batch"
-    g_blocks: int = 0  # resnet: residual blocks; 0: 6 below 256 pixels, 9 from 256 (CycleGAN)
+    g_blocks: int = 0  # resnet: residual blocks; 0: 9 from 256 pixels, 6 from 128 (CycleGAN), 3 below
     g_dropout: float = 0.5  # unet: dropout next to the bottleneck, pix2pix's noise source
     discriminator: Literal["patch", "image"] = "patch"  # patch logits, or one logit per image
     d_layers: int = 0  # patch: strided layers; 0: the patch covers 70/256 of the side, as pix2pix's 70x70
@@ -40,14 +40,7 @@ class Translation:
     identity_weight: float = 0.0  # times cycle_weight: G_ab(b) ~ b and G_ba(a) ~ a (CycleGAN 0.5)
     reconstruction: Literal["l1", "l2"] = "l1"  # distance of the cycle and identity terms
     pool_size: int = 0  # generated images each discriminator also sees from history (CycleGAN 50)
-    optimizer: Literal["adam", "rmsprop"] = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    n_critic: int = 1
     decay_start: float = 1.0  # the LR decays linearly to 0 from this fraction of train.steps (1: constant)
-    paper: str = ""
 
     @property
     def needs_pairs(self) -> bool:
@@ -59,13 +52,11 @@ class Translation:
         terms = [f"{name} {w:g}" for name, w in (("L1 to target", self.paired_weight), ("cycle", self.cycle_weight),
                                                  ("identity", self.identity_weight * self.cycle_weight)) if w]
         regs = [r + (f"({_kw(self.reg_args[r])})" if r in self.reg_args else "") for r in self.regularizers]
-        opt = (f"{self.optimizer}(lr_g={self.lr_g:g}, lr_d={self.lr_d:g}"
-               + (f", betas=({self.beta1:g}, {self.beta2:g})" if self.optimizer == "adam" else "") + ")")
         return {"generator": f"{self.generator} ({self.g_norm} norm)",
                 "discriminator": f"{self.discriminator} ({self.d_norm} norm{', conditional' if self.conditional_d else ''})",
                 "loss": loss, "terms": ", ".join(terms) or "none", "regularizers": ", ".join(regs) or "none",
                 "directions": "a2b, b2a" if self.two_way else "a2b", "pool": str(self.pool_size),
-                "optimizer": opt, "n_critic": str(self.n_critic),
+                "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic),
                 "lr_decay": "none" if self.decay_start >= 1 else f"linear from {self.decay_start:g} of the steps"}
 
 
@@ -113,9 +104,7 @@ def resolve_translation(cfg: ModelConfig) -> Translation:
     check_regularizers(t.regularizers, t.reg_args, where)
     for key in ("adv_weight", "paired_weight", "cycle_weight", "identity_weight", "g_blocks", "d_layers", "pool_size"):
         require(getattr(t, key) >= 0, f"{where}.{key}", f"got {getattr(t, key)}; expected >= 0")
-    for key in ("lr_g", "lr_d"):
-        require(getattr(t, key) > 0, f"{where}.{key}", f"got {getattr(t, key)}; expected > 0")
-    require(t.n_critic >= 1, f"{where}.n_critic", f"got {t.n_critic}; expected >= 1")
+    t.check_optimizer(where)
     require(0 <= t.g_dropout < 1, f"{where}.g_dropout", f"got {t.g_dropout}; expected [0, 1)")
     require(0 < t.decay_start <= 1, f"{where}.decay_start", f"got {t.decay_start}; expected (0, 1] (1: no decay)")
     if not t.two_way and (t.cycle_weight or t.identity_weight):

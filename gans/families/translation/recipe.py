@@ -12,12 +12,11 @@ from dataclasses import asdict
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from gans.config import ConfigError, ModelConfig, to_dict
 from gans.data import Dataset
-from gans.family import Augment, Batch, OptimizerSpec, Phase
+from gans.family import Augment, Batch, Phase
 from gans.families.translation.nets import (TranslationSpec, build_discriminator, build_generator, check_geometry,
                                             patch_layers)
 from gans.families.translation.presets import Translation
@@ -64,6 +63,12 @@ class ImagePool:
         self.images = None if state["images"] is None else state["images"].to(device)
 
 
+def resnet_blocks(resolution: int) -> int:
+    """CycleGAN's residual blocks by image size: 9 from 256 pixels, 6 from 128, and 3 below (the 8x8 or 16x16
+    bottleneck of a small image is covered by fewer 3x3 blocks)."""
+    return 9 if resolution >= 256 else 6 if resolution >= 128 else 3
+
+
 def _distance(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().mean() if kind == "l1" else ((x - y) ** 2).mean()
 
@@ -80,7 +85,7 @@ class TranslationRecipe:
         r = int(a.images.shape[-1])
         self.spec = TranslationSpec(
             resolution=r, channels_a=int(a.images.shape[1]), channels_b=int(b.images.shape[1]), width=model.width,
-            generator=comp.generator, g_norm=comp.g_norm, g_blocks=comp.g_blocks or (6 if r < 256 else 9),
+            generator=comp.generator, g_norm=comp.g_norm, g_blocks=comp.g_blocks or resnet_blocks(r),
             g_dropout=comp.g_dropout, discriminator=comp.discriminator, d_layers=comp.d_layers or patch_layers(r),
             d_norm=comp.d_norm, conditional_d=comp.conditional_d, two_way=comp.two_way)
         check_geometry(self.spec)
@@ -112,15 +117,10 @@ class TranslationRecipe:
         comp = self.comp
         self.g_names = [f"G_{d[0]}{d[2]}" for d in self.directions]  # G_ab, G_ba
         self.d_names = [f"D_{TARGET[d]}" for d in self.directions] if self.adversarial else []  # D_b, D_a
-        betas = (comp.beta1, comp.beta2)
-        self.optimizers = {"G": OptimizerSpec(tuple(self.g_names), comp.lr_g, comp.optimizer, betas, "lr_g",
-                                              comp.decay_start)}
+        self.optimizers = comp.optimizers(tuple(self.g_names), tuple(self.d_names), comp.decay_start)
         g_phase = Phase("G", "G", new_batch=not self.adversarial, frozen=tuple(self.d_names))
-        self.phases: tuple[Phase, ...] = (g_phase,)
-        if self.adversarial:
-            self.optimizers["D"] = OptimizerSpec(tuple(self.d_names), comp.lr_d, comp.optimizer, betas, "lr_d",
-                                                 comp.decay_start)
-            self.phases = (Phase("D", "D", repeats=comp.n_critic), g_phase)
+        self.phases: tuple[Phase, ...] = (Phase("D", "D", repeats=comp.n_critic), g_phase) if self.adversarial \
+            else (g_phase,)
         self.ema = {f"{g}_ema": g for g in self.g_names}
         self.keep_graph = comp.n_critic == 1
 
