@@ -5,8 +5,8 @@
   the left half, B on the right);
 - ``unpaired:PATH`` with ``trainA/``, ``trainB/`` (and ``testA/``, ``testB/``) folders (CycleGAN datasets);
 - bundled, offline: ``mnist5k-edges`` (paired: the edge map of each mnist5k digit -> the digit) and
-  ``digits-mnist5k`` (unpaired: scikit-learn's 8x8 digits upscaled, and mnist5k: two real styles of the
-  same ten classes, like MNIST and USPS).
+  ``digits-mnist5k`` (unpaired: scikit-learn's 8x8 digits upscaled into MNIST's framing, and mnist5k: two
+  real styles of the same ten classes, like MNIST and USPS).
 
 Each loader returns (dataset, holdout or None): the holdout when the layout ships a test split.
 """
@@ -68,9 +68,22 @@ def _mnist_edges(cfg: DataConfig) -> Dataset:
     return Dataset("paired", {"a": ImageSet(edge_map(digits.images), digits.labels, digits.classes), "b": digits})
 
 
+def mnist_frame(digits: torch.Tensor, resolution: int) -> torch.Tensor:
+    """uint8 (N, 1, 8, 8) digits that fill their frame -> uint8 (N, 1, R, R) framed as MNIST frames its
+    digits: upscaled into a 20x20 box, centred in 28x28, then resized to R. The two domains then differ in
+    style (blurred blocks against pen strokes), not in scale, which translation networks cannot learn well."""
+    from torchvision.transforms.v2 import functional as TF
+
+    boxed = TF.resize(digits, [20, 20], antialias=True)
+    framed = torch.nn.functional.pad(boxed, [4, 4, 4, 4])
+    return framed if resolution == 28 else TF.resize(framed, [resolution, resolution], antialias=True)
+
+
 def _digits_mnist(cfg: DataConfig) -> Dataset:
-    """Unpaired: domain a is scikit-learn's 8x8 digits upscaled (blurred blocks), domain b mnist5k."""
-    a = load_source(DataConfig(source="digits", resolution=cfg.resolution, seed=cfg.seed))
+    """Unpaired: domain a is scikit-learn's 8x8 digits upscaled in MNIST's framing (blurred blocks), domain b
+    mnist5k."""
+    digits = load_source(DataConfig(source="digits", resolution=8, seed=cfg.seed))
+    a = ImageSet(mnist_frame(digits.images, cfg.resolution), digits.labels, digits.classes)
     b = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution, seed=cfg.seed))
     return Dataset("unpaired", {"a": a, "b": b})
 

@@ -96,3 +96,17 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
     assert second.result()["register"]["version"] == 1
     print(f"flow through DVC: first run {first_s:.0f} s, second (all skipped) {second_s:.0f} s")
     assert second_s < first_s
+
+
+def test_the_summary_shows_the_family_s_metrics() -> None:
+    from pipeline.flows import metrics_markdown
+
+    train = {"variant": "cyclegan", "steps": 10, "img_per_s": 20.0, "ada_p": 0.0}
+    evaluation = {"family": "translation", "fid": 4.5, "label_preservation": 0.91, "cycle_error": 0.04,
+                  "fid_a2b": 3.0, "fid_b2a": 6.0, "extractor": "domain:ab", "num_samples": 60, "num_real": 60}
+    registered = {"model_name": "digits2mnist", "version": 3, "champion": False, "reason": "not comparable"}
+    md = metrics_markdown(train, evaluation, registered)
+    for row in ("| variant | cyclegan (translation) |", "| FID | 4.500 |", "| label preservation | 0.910 |",
+                "| FID b2a | 6.000 |", "| champion | no: not comparable |"):
+        assert row in md, row
+    assert "| IS |" not in md  # a translator has no Inception Score

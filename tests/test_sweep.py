@@ -159,3 +159,18 @@ def test_sweep_runs_dvc_experiments_nested_under_one_mlflow_run(tmp_path: Path) 
     diff = run(["dvc", "metrics", "diff", *names], repo).stdout
     assert "metrics/eval.json" in diff and "fid" in diff
     assert run(["git", "status", "--porcelain"], repo).stdout.strip() == ""
+
+
+def test_table_follows_the_family_of_the_configurations() -> None:
+    """Translators: the family's headline columns (FID, label preservation, cycle error), best FID first."""
+    def ok(name: str, fid: float, lp: float) -> Result:
+        return Result(name, [f"model.overrides.cycle_weight={name[-1]}"], ok=True, train={"img_per_s": 20.0},
+                      eval={"family": "translation", "primary_metric": "fid", "higher_is_better": False, "fid": fid,
+                            "label_preservation": lp, "cycle_error": 0.05, "extractor": "domain:cd",
+                            "num_samples": 680})
+
+    table = format_table([ok("s-1", 9.0, 0.7), ok("s-2", 3.0, 0.9)], ["model.overrides.cycle_weight"])
+    lines = table.splitlines()
+    assert lines[0].split() == ["experiment", "model.overrides.cycle_weight", "FID", "label", "preservation",
+                                "cycle", "error", "img/s", "champion"]
+    assert lines[1].split()[:4] == ["s-2", "2", "3.000", "0.900"] and lines[2].split()[0] == "s-1"

@@ -33,16 +33,22 @@ def _rgb(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images.expand(-1, channels, -1, -1) if images.shape[1] != channels else images
 
 
+def spread(n: int, count: int) -> torch.Tensor:
+    """``count`` indices spread evenly over ``range(n)`` (all of them when n <= count)."""
+    return torch.arange(n) if n <= count else torch.linspace(0, n - 1, count).round().long()
+
+
 def translation_grid(generators: dict[str, nn.Module], data: Dataset, *, device: torch.device,
                      count: int = 8) -> torch.Tensor:
-    """uint8 (C, H, W): one row per image (the first ``count`` of each domain); per direction the columns are
-    input | output (| target, when the data is paired)."""
+    """uint8 (C, H, W): one row per image (``count`` of each domain, spread over it: sets sorted by class show
+    several classes); per direction the columns are input | output (| target, when the data is paired)."""
     columns = []
     for d, g in generators.items():
-        src = data.parts[SOURCE[d]].images[:count]
+        idx = spread(len(data.parts[SOURCE[d]]), count)
+        src = data.parts[SOURCE[d]].images[idx]
         columns += [src, translate(g, src, device=device)]
         if data.layout == "paired":
-            columns.append(data.parts[TARGET[d]].images[:count])
+            columns.append(data.parts[TARGET[d]].images[idx])
     rows = min(len(c) for c in columns)
     channels = max(c.shape[1] for c in columns)
     cells = torch.stack([_rgb(c[:rows], channels) for c in columns], dim=1).flatten(0, 1)  # row-major
