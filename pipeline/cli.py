@@ -107,7 +107,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _translation_grid(artifact: Any, args: argparse.Namespace):
-    """input | output (| target) rows over the first ``--count`` prepared holdout images."""
+    """input | output (| target) rows over ``--count`` prepared holdout images, spread over the holdout."""
     from pipeline import paths
     from pipeline.files import load_dataset_file
 

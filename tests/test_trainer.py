@@ -241,3 +241,65 @@ def test_cuda_step_is_channels_last_bf16_and_fused(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
     resumed = _trainer(tmp_path, train=dataclasses.replace(TRAIN, device="cuda", steps=9)).fit()
     assert resumed.resumed_from == 6
+
+
+class _CountingRecipe:
+    """The smallest recipe: one linear 'network' per phase, phases that run every step, every third step
+    (lazy regularisation) and twice per step (an n_critic loop); it records which phase ran at which step."""
+
+    variant, primary_metric, higher_is_better = "counting", "fid", False
+
+    def __init__(self) -> None:
+        from gans.family import OptimizerSpec, Phase
+
+        self.phases = (Phase("A", "A", repeats=2), Phase("B", "B", every=3, new_batch=False, frozen=("A",)))
+        self.optimizers = {"A": OptimizerSpec(("A",), 0.1), "B": OptimizerSpec(("B",), 0.1, decay_start=0.5)}
+        self.ema = {"B_ema": "B"}
+        self.streams = {"x": {"images": torch.zeros(8, 1, 2, 2, dtype=torch.uint8)}}
+        self.calls: list[tuple[str, int]] = []
+
+    def describe(self):
+        return {"variant": "counting"}
+
+    def build(self):
+        return {"A": torch.nn.Linear(4, 1), "B": torch.nn.Linear(4, 1)}
+
+    def bind(self, networks, *, augment, device):
+        self.nets = networks
+
+    def loss(self, phase, batch):
+        self.calls.append((phase, len(self.calls)))
+        x = batch["x"]["images"].flatten(1)
+        return self.nets[phase](x).pow(2).mean(), {f"loss_{phase.lower()}": torch.zeros(())}
+
+    def after_update(self, phase):
+        pass
+
+    def compile(self):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    def export(self, ema, step):
+        return {"step": step}
+
+    def sample_grid(self, ema, device):
+        return torch.zeros(3, 2, 2, dtype=torch.uint8)
+
+
+def test_phases_run_by_their_interval_and_repeats_and_their_lr_decays(tmp_path: Path) -> None:
+    from gans.trainer import Trainer
+
+    recipe = _CountingRecipe()
+    t = Trainer(recipe=recipe, train=TrainConfig(batch_size=4, steps=6, checkpoint_every=6, sample_every=6, log_every=6,
+                                                 eval_every=0),
+                augment=AugmentConfig(ada=ADAConfig(enabled=False)), checkpoint_dir=tmp_path, fingerprint="x")
+    t.fit()
+    phases = [p for p, _ in recipe.calls]
+    assert phases == ["A", "A", "B"] + ["A", "A"] * 2 + ["A", "A", "B"] + ["A", "A"] * 2  # B at steps 0 and 3
+    assert t.optimizers["A"].param_groups[0]["lr"] == 0.1 and t.optimizers["B"].param_groups[0]["lr"] == 0.0
+    assert set(t.ema) == {"B_ema"} and t.export() == {"step": 6}
