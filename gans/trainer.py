@@ -58,6 +58,9 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite."""
 
 
+BEST = "best.pt"  # the best periodic evaluation's artifact, beside the checkpoints
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU; explicit devices must exist."""
     if name == "auto":
@@ -495,9 +498,10 @@ class Trainer:
     def resume(self) -> int | None:
         """Load the newest readable checkpoint of this configuration; return its step.
 
-        Corrupt checkpoints are skipped with a message; checkpoints of another
-        configuration are moved to ``checkpoints/previous/`` and training starts fresh.
-        Under torchrun rank 0 chooses the file and every rank loads that one.
+        Temporary files of killed writes are removed; unreadable checkpoints are moved to
+        ``checkpoints/unreadable/`` with a warning (never deleted); checkpoints of another configuration,
+        with their ``best.pt``, are moved to a ``checkpoints/previous-DATE/`` folder of their own and training
+        starts fresh. Under torchrun rank 0 chooses the file and every rank loads that one.
         """
         state, path = self._find_checkpoint() if self.is_main else (None, None)
         path = distributed.broadcast_object(self.dist, None if path is None else str(path))
@@ -506,7 +510,25 @@ class Trainer:
         if state is None:
             state = load_torch(path, map_location=self.device)
         self.load_checkpoint(state)
+        if self.is_main:
+            self._adopt_best()
         return self.step
+
+    def _adopt_best(self) -> None:
+        """``best.pt`` is written at an evaluation, before that step's checkpoint: after a kill between the
+        two, the resumed state's best is older than the file's. Take the file's (same configuration only),
+        so a later, worse evaluation never replaces it."""
+        path = self.checkpoint_dir / BEST
+        key, higher = self.recipe.primary_metric, self.recipe.higher_is_better
+        try:
+            saved = load_torch(path) if path.is_file() else None
+        except Exception:
+            saved = None
+        if not saved or saved.get("fingerprint") != self.fingerprint or key not in saved:
+            return
+        value, best = float(saved[key]), self.best.get(key)
+        if best is None or (value > best if higher else value < best):
+            self.best = {key: value, "step": float(saved.get("best_step", -1))}
 
     def _fits(self, state: dict[str, Any]) -> bool:
         """Whether the checkpoint was written for this configuration and holds this code's networks (their
@@ -520,20 +542,30 @@ class Trainer:
         return True
 
     def _find_checkpoint(self) -> tuple[dict[str, Any] | None, Path | None]:
-        candidates = list(reversed(checkpoints.checkpoints(self.checkpoint_dir)))
+        folder = self.checkpoint_dir
+        for stale in checkpoints.remove_stale_temporaries(folder):
+            print(f"note: removed {stale}, left by a write that was killed", file=sys.stderr)
+        candidates = list(reversed(checkpoints.checkpoints(folder)))
+        unreadable: list[Path] = []
         for path in candidates:
             try:
                 state = load_torch(path, map_location=self.device)
             except Exception as err:
-                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); trying an older one",
-                      file=sys.stderr)
+                moved = checkpoints.quarantine(folder, path)
+                unreadable.append(moved)
+                print(f"warning: checkpoint {path} is unreadable ({type(err).__name__}); moved it to {moved} "
+                      "and trying an older one", file=sys.stderr)
                 continue
             if not self._fits(state):
-                stash = checkpoints.set_aside(self.checkpoint_dir, candidates)
-                print(f"note: checkpoints in {self.checkpoint_dir} belong to another configuration; "
+                rest = [p for p in candidates if p.exists()] + [folder / BEST]
+                stash = checkpoints.set_aside(folder, rest)
+                print(f"note: checkpoints in {folder} belong to another configuration; "
                       f"moved them to {stash} and starting fresh", file=sys.stderr)
                 return None, None
             return state, path
+        if unreadable:
+            print(f"WARNING: none of the {len(unreadable)} checkpoint(s) in {folder} could be read; they are "
+                  f"kept in {folder / 'unreadable'}. TRAINING STARTS AGAIN FROM STEP 0.", file=sys.stderr)
         return None, None
 
     # ------------------------------------------------------------------ loop
@@ -561,7 +593,8 @@ class Trainer:
             value, best = float(result[key]), self.best.get(key)
             if best is None or (value > best if higher else value < best):
                 self.best = {key: value, "step": float(self.step)}
-                save_torch({**payload, key: value}, self.checkpoint_dir / "best.pt")
+                save_torch({**payload, key: value, "best_step": self.step, "fingerprint": self.fingerprint},
+                           self.checkpoint_dir / BEST)
         for net in self.ema.values():
             net.eval()
 

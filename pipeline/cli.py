@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from gans.checkpoints import TrainingBusy
 from gans.config import ConfigError
 from gans.data import DataError
+from gans.io import WriteFailed
 from gans.trainer import TrainingDiverged
 
-USER_ERRORS = (ConfigError, DataError, TrainingDiverged)
+USER_ERRORS = (ConfigError, DataError, TrainingDiverged, TrainingBusy, WriteFailed)
 
 
 def _params(args: argparse.Namespace):

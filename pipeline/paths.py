@@ -18,6 +18,7 @@ REGISTER_METRICS = METRICS / "register.json"
 TRAIN_PLOT = Path("plots/train.csv")
 FID_PLOT = Path("plots/fid.csv")
 GRID = Path("samples/grid.png")
+TRAIN_LOCK = Path(".cache/train.lock")  # held by the training of this project folder
 REFERENCE_CACHE = Path(".cache/reference")  # real-feature cache, under the project root
 
 

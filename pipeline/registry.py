@@ -19,6 +19,7 @@ from typing import Any
 
 from gans.io import file_hash
 from pipeline import tracking
+from pipeline.files import StageError
 from pipeline.params import Params
 from pipeline.paths import project_root
 
@@ -82,23 +83,45 @@ def version_tags(eval_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dic
     return tags
 
 
+class RegistryError(StageError):
+    """The registry cannot be read or written as registration needs; nothing was promoted."""
+
+
+def check_evaluated(eval_metrics: dict[str, Any], generator_path: Path) -> str:
+    """The generator's hash, after checking that ``eval.json`` scored this very file (outside DVC, or after an
+    interrupted run, the weights can be newer than the evaluation)."""
+    actual = file_hash(generator_path)
+    scored = eval_metrics.get("generator_hash")
+    if scored != actual:
+        what = f"generator {scored}" if scored else "a generator it does not name (written by an earlier release)"
+        raise RegistryError(f"metrics/eval.json was computed for {what}, but {generator_path} is {actual}: "
+                            "evaluate it first (gans evaluate, or dvc repro), then register")
+    return actual
+
+
 def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
                        train_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, Any]:
-    """Register the generator (once per generator file), set ``challenger``, maybe move ``champion``."""
+    """Register the generator (once per generator file), set ``challenger``, maybe move ``champion``.
+
+    Safe to rerun after a kill at any point: the model version is created with all its tags in one call, and
+    a rerun finds the version (or the logged model) of the same generator file instead of adding another.
+    When the current champion cannot be read, nothing is promoted: the error says so."""
     import mlflow
 
+    generator_hash = check_evaluated(eval_metrics, generator_path)
     exp_id = tracking.configure(params.tracking)
     client = mlflow.MlflowClient()
     name = params.register.model_name
     tags = {**version_tags(eval_metrics, data_meta), "git_commit": tracking.git_commit(),
-            "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": file_hash(generator_path)}
+            "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": generator_hash}
     with registry_lock(tracking.resolve_uri(params.tracking.uri)):
-        version, run_id = _existing_version(client, name, tags["generator_hash"])
+        version, run_id = _existing_version(client, name, generator_hash)
         if version is None:
             version, run_id = _log_and_register(params, client, exp_id, generator_path,
                                                 train_metrics.get("run_id"), tags)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, version, key, value)
+        else:  # a rerun: the same file's version, tagged as of this evaluation
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, "challenger", version)
         champion = _current_champion(client, name)
         if champion is not None and champion[0] == version:
@@ -115,20 +138,41 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
 
 
 def _existing_version(client: Any, name: str, generator_hash: str) -> tuple[str | None, str | None]:
-    """A version already registered for this exact generator file (a retried or repeated register)."""
+    """A version already registered for this exact generator file (a retried or repeated register): by its
+    tag, or, for a version left untagged by an earlier release's kill, by its logged model's tag. A registry
+    that cannot be searched is an error: guessing "none" would register a duplicate."""
     try:
         versions = client.search_model_versions(f"name='{name}'")
-    except Exception:
-        return None, None
-    for mv in versions:
-        if mv.tags.get("generator_hash") == generator_hash:
-            return str(mv.version), mv.run_id
+        for mv in versions:
+            if mv.tags.get("generator_hash") == generator_hash:
+                return str(mv.version), mv.run_id
+        for mv in versions:
+            # search results leave model_id empty; the source of a logged model's version is models:/<id>
+            model_id = getattr(mv, "model_id", None) or (mv.source or "").removeprefix("models:/")
+            if "generator_hash" not in mv.tags and model_id.startswith("m-"):
+                logged = client.get_logged_model(model_id)
+                if logged.tags.get("generator_hash") == generator_hash:
+                    return str(mv.version), mv.run_id
+    except Exception as err:  # noqa: BLE001 - a locked store, a server error: never "no such version"
+        raise RegistryError(f"cannot search the versions of {name!r} ({_why(err)}); nothing was registered; "
+                            "rerun register") from None
     return None, None
+
+
+def _logged_model(client: Any, run_id: str, generator_hash: str) -> Any | None:
+    """The model already logged into ``run_id`` for this generator file (a register killed after logging)."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    found = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
+                                        filter_string=f"tags.generator_hash = '{generator_hash}'")
+    return next((m for m in found if m.source_run_id == run_id), None)
 
 
 def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: Path, run_id: str | None,
                       tags: dict[str, str]) -> tuple[str, str]:
-    """Log the pyfunc model into the training run (or a new run if it is gone) and register it."""
+    """Log the pyfunc model into the training run (or a new run if it is gone), unless a killed register
+    already did, and create the version with all its tags at once."""
     import mlflow
 
     from gans.families import load_artifact
@@ -139,18 +183,21 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
             client.get_run(run_id)
         except Exception:
             run_id = None
-    model_signature = signature_of(load_artifact(generator_path, "cpu"))  # the rows its artifact kind takes
-    # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
-    run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
-    with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
-        info = mlflow.pyfunc.log_model(
-            name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
-            artifacts={"generator": str(generator_path)}, signature=model_signature,
-            model_config={"max_rows": params.serve.max_rows}, registered_model_name=params.register.model_name,
-            pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
-        )
-        run_id = mlflow.active_run().info.run_id
-    return str(info.registered_model_version), run_id
+    logged = _logged_model(client, run_id, tags["generator_hash"]) if run_id else None
+    if logged is None:
+        model_signature = signature_of(load_artifact(generator_path, "cpu"))  # the rows its artifact kind takes
+        # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
+        run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
+        with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
+            logged = mlflow.pyfunc.log_model(
+                name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
+                artifacts={"generator": str(generator_path)}, signature=model_signature,
+                model_config={"max_rows": params.serve.max_rows}, tags={"generator_hash": tags["generator_hash"]},
+                pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
+            )
+            run_id = mlflow.active_run().info.run_id
+    version = mlflow.register_model(logged.model_uri, params.register.model_name, tags=tags)
+    return str(version.version), run_id
 
 
 @contextlib.contextmanager
@@ -183,8 +230,21 @@ def registry_lock(uri: str, timeout: float = 300.0) -> Iterator[None]:
 
 
 def _current_champion(client: Any, name: str) -> tuple[str, dict[str, str]] | None:
+    """(version, tags) of the champion, None when there is none; any failure to read it is an error (never
+    "no champion", which would promote the new version whatever its score)."""
     try:
-        mv = client.get_model_version_by_alias(name, "champion")
-    except Exception:
-        return None
-    return str(mv.version), dict(mv.tags)
+        aliases = client.get_registered_model(name).aliases
+        if "champion" not in aliases:
+            return None
+        mv = client.get_model_version(name, str(aliases["champion"]))
+        return str(mv.version), dict(mv.tags)
+    except Exception as err:  # noqa: BLE001 - a locked store, a server error: never "no champion"
+        raise RegistryError(f"cannot read the champion of {name!r} ({_why(err)}); the "
+                            "new version is registered as challenger and the champion is unchanged: rerun "
+                            "register") from None
+
+
+def _why(err: BaseException) -> str:
+    """One line for an error from MLflow or its store."""
+    text = str(getattr(err, "message", None) or err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]

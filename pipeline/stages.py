@@ -4,6 +4,7 @@ DVC runs them through the CLI; the Prefect flow calls them as tasks."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import sys
@@ -17,7 +18,7 @@ from gans.config import AugmentConfig, build_config, to_dict
 from gans.data import Dataset, ImageSet, load_dataset, split_dataset
 from gans.evaluation import accuracy, classifier_payload, train_classifier
 from gans.families import recipe as family_recipe
-from gans.io import atomic_write, save_json, save_torch
+from gans.io import atomic_write, file_hash, save_json, save_torch
 from gans.sampling import png_bytes
 from gans.trainer import Trainer, check_trainable, resolve_device, training_fingerprint
 from pipeline import paths
@@ -184,8 +185,18 @@ def train(params: Params) -> dict[str, Any]:
     aug_cfg = build_config(AugmentConfig, read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
     recipe = family_recipe(params.resolved, model=params.model, data=data, preview=preview)
     fp = training_fingerprint(recipe, model=params.model, train=params.train, augment=aug_cfg, data_hash=meta["hash"])
+    is_main = check_trainable(recipe, params.train).is_main
+    # Rank 0 holds the project's training lock until every output is written: a second `gans train` here
+    # would resume, prune and overwrite the same files.
+    with checkpoints.training_lock(paths.TRAIN_LOCK) if is_main else contextlib.nullcontext():
+        return _train(params, recipe, meta, aug_cfg, fp, is_main)
+
+
+def _train(params: Params, recipe, meta: dict[str, Any], aug_cfg: AugmentConfig, fp: str,
+           is_main: bool) -> dict[str, Any]:
+    """The train stage once the lock is held: tracking run, trainer, outputs."""
     run_id = reporter = evaluate_fn = None
-    if check_trainable(recipe, params.train).is_main:
+    if is_main:
         run_id, reporter = _tracking_run(params, checkpoints.latest_extra(paths.CHECKPOINTS, fp).get("run_id"), meta)
         if params.train.eval_every:
             from pipeline.scoring import periodic_score
@@ -237,7 +248,9 @@ def evaluate(params: Params) -> dict[str, Any]:
     from pipeline.scoring import check_extractor_inputs, evaluate_artifact
 
     check_extractor_inputs(params)  # missing Inception weights fail before anything else
-    metrics, grid = evaluate_artifact(params, require_file(paths.GENERATOR, "train"), device_of(params))
+    generator_hash = file_hash(require_file(paths.GENERATOR, "train"))  # what register checks it promotes
+    metrics, grid = evaluate_artifact(params, paths.GENERATOR, device_of(params))
+    metrics["generator_hash"] = generator_hash
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     save_json(metrics, paths.EVAL_METRICS)
     _log_eval(params, metrics)

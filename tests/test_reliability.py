@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import run, subprocess_env
+from gans.io import file_hash
 
 pytestmark = pytest.mark.e2e
 
@@ -59,10 +60,11 @@ def test_racing_registrations_leave_the_best_as_champion(tiny_repo: Path, tmp_pa
     workspaces = []
     for i, fid in enumerate([9.0, 4.0, 6.0]):
         repo = _copy(tiny_repo, tmp_path / f"ws{i}")
-        ev = json.loads((repo / "metrics/eval.json").read_text())
-        (repo / "metrics/eval.json").write_text(json.dumps({**ev, "fid": fid}))
         payload = torch.load(repo / "models/generator.pt", weights_only=True)
         torch.save({**payload, "step": 1000 + i}, repo / "models/generator.pt")  # another file, another version
+        ev = json.loads((repo / "metrics/eval.json").read_text())  # as if evaluate had scored it at `fid`
+        ev.update(fid=fid, generator_hash=file_hash(repo / "models/generator.pt"))
+        (repo / "metrics/eval.json").write_text(json.dumps(ev))
         workspaces.append(repo)
     run(["gans", "register", "-S", f"tracking.uri={store}"], workspaces[0])  # creates the store
     procs = [subprocess.Popen(["gans", "register", "-S", f"tracking.uri={store}"], cwd=ws, env=subprocess_env(),

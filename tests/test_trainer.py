@@ -67,7 +67,7 @@ def test_corrupt_checkpoint_falls_back_and_foreign_ones_are_set_aside(tmp_path: 
     other = _trainer(tmp_path, model=ModelConfig(z_dim=8, width=12))
     other.setup()
     assert other.resume() is None
-    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+    assert list((tmp_path / "ckpt").glob("previous-*/ckpt-*.pt"))
 
 
 def test_checkpoints_of_a_preset_whose_definition_changed_are_set_aside(tmp_path: Path, monkeypatch) -> None:
@@ -79,7 +79,7 @@ def test_checkpoints_of_a_preset_whose_definition_changed_are_set_aside(tmp_path
     changed = _trainer(tmp_path)
     changed.setup()
     assert changed.resume() is None
-    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+    assert list((tmp_path / "ckpt").glob("previous-*/ckpt-*.pt"))
 
 
 def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(tmp_path: Path) -> None:
@@ -91,7 +91,7 @@ def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(
     newer.nets["D"].extra = torch.nn.Linear(2, 2)  # as if this release's discriminator had one more layer
     assert newer.fingerprint == t.fingerprint
     assert newer.resume() is None
-    assert list((tmp_path / "ckpt" / "previous").glob("ckpt-*.pt"))
+    assert list((tmp_path / "ckpt").glob("previous-*/ckpt-*.pt"))
 
 
 def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
