@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gans.io import TMP_SUFFIX, fsync_dir, load_torch
+from gans.io import fsync_dir, load_torch
+from gans.io import remove_stale_temporaries as remove_stale
 
 
 class TrainingBusy(RuntimeError):
@@ -75,12 +76,9 @@ def quarantine(folder: Path, path: Path) -> Path:
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files that writes killed half-way left in ``folder`` (call it only while holding
-    the training lock: a running write's temporary file looks the same)."""
-    stale = sorted(folder.glob(f".*{TMP_SUFFIX}")) if folder.is_dir() else []
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    """Delete the temporary files of checkpoint writes killed half-way (call it only while holding the
+    training lock: a running write's temporary file looks the same)."""
+    return [p for name in ("ckpt-*.pt", "best.pt") for p in remove_stale(folder / name)]
 
 
 @contextlib.contextmanager

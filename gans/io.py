@@ -22,6 +22,16 @@ class WriteFailed(OSError):
         return self.strerror or super().__str__()
 
 
+def remove_stale_temporaries(target: str | Path) -> list[Path]:
+    """Delete the temporary files that writes of ``target`` killed half-way left beside it (only while no
+    other process may be writing it: a running write's temporary file looks the same)."""
+    target = Path(target)
+    stale = sorted(target.parent.glob(f".{target.name}.*{TMP_SUFFIX}")) if target.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make the folder's entries (a rename, an unlink) durable."""
     fd = os.open(folder, os.O_RDONLY)

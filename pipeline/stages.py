@@ -18,7 +18,7 @@ from gans.config import AugmentConfig, build_config, to_dict
 from gans.data import Dataset, ImageSet, load_dataset, split_dataset
 from gans.evaluation import accuracy, classifier_payload, train_classifier
 from gans.families import recipe as family_recipe
-from gans.io import atomic_write, file_hash, save_json, save_torch
+from gans.io import atomic_write, file_hash, remove_stale_temporaries, save_json, save_torch
 from gans.sampling import png_bytes
 from gans.trainer import Trainer, check_trainable, resolve_device, training_fingerprint
 from pipeline import paths
@@ -195,6 +195,9 @@ def train(params: Params) -> dict[str, Any]:
 def _train(params: Params, recipe, meta: dict[str, Any], aug_cfg: AugmentConfig, fp: str,
            is_main: bool) -> dict[str, Any]:
     """The train stage once the lock is held: tracking run, trainer, outputs."""
+    for out in (paths.GENERATOR, paths.TRAIN_METRICS, paths.TRAIN_PLOT, paths.FID_PLOT):
+        for stale in remove_stale_temporaries(out):
+            print(f"note: removed {stale}, left by a write that was killed", file=sys.stderr)
     run_id = reporter = evaluate_fn = None
     if is_main:
         run_id, reporter = _tracking_run(params, checkpoints.latest_extra(paths.CHECKPOINTS, fp).get("run_id"), meta)

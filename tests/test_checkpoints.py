@@ -140,9 +140,12 @@ def test_a_full_disk_names_the_file_and_keeps_the_old_one(tmp_path: Path) -> Non
         os.chdir(cwd)
     args = [f"{BIN}/gans", "train", *setup, "-S", "train.checkpoint_every=1",
             "-S", "train.eval_every=0", "-S", f"tracking.uri=http://127.0.0.1:{free_port()}"]  # no tracking
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/.generator.pt.k1ll3d.tmp").write_bytes(b"a write killed half-way")
     ok = subprocess.run(args + ["-S", "train.steps=1"], cwd=tmp_path, env=subprocess_env(), capture_output=True,
                         text=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "removed models/.generator.pt.k1ll3d.tmp" in ok.stderr and not list((tmp_path / "models").glob("*.tmp"))
     before = (tmp_path / "models/generator.pt").read_bytes()
     size = (tmp_path / "models/checkpoints/ckpt-00000001.pt").stat().st_size
     proc = subprocess.run(args + ["-S", "train.steps=2"], cwd=tmp_path, env=subprocess_env(),
