@@ -8,6 +8,7 @@ the class names.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,14 @@ class ImageSet:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImageSet":
-        return cls(d["images"], d["labels"], tuple(d["classes"]))
+        """The inverse of ``to_dict``; ValueError (or KeyError) for a dict that does not hold an image set."""
+        images, labels = d["images"], d["labels"]
+        if not (torch.is_tensor(images) and images.dtype == torch.uint8 and images.ndim == 4
+                and images.shape[1] in (1, 3)):
+            raise ValueError("'images' is not a uint8 tensor of shape (N, C, H, W) with C 1 or 3")
+        if labels is not None and not (torch.is_tensor(labels) and tuple(labels.shape) == (len(images),)):
+            raise ValueError("'labels' is not a tensor with one label per image")
+        return cls(images, labels, tuple(d["classes"]))
 
 
 LAYOUTS = ("images", "paired", "unpaired")
@@ -96,8 +104,11 @@ class Dataset:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Dataset":
+        """The inverse of ``to_dict``; ValueError (or KeyError) for a dict that does not hold a dataset."""
         if "layout" not in d:
             return cls.single(ImageSet.from_dict(d))
+        if d["layout"] not in LAYOUTS:
+            raise ValueError(f"unknown layout {d['layout']!r}")
         return cls(d["layout"], {k: ImageSet.from_dict(v) for k, v in d["parts"].items()})
 
     def describe(self) -> dict:
@@ -107,6 +118,11 @@ class Dataset:
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+PILLOW_SUFFIXES = {".bmp", ".tif", ".tiff"}  # torchvision.io does not decode these; Pillow does
+# Every label value up to the largest becomes a class (a row of the conditional embedding, an output of the
+# domain classifier, a row of the label metrics). 1000 covers ImageNet-1k, the largest class-conditional
+# benchmark; a larger value is almost always an id, not a class index, and 10**9 would build 10**9 classes.
+MAX_CLASSES = 1000
 TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUNDLED_SOURCES = ("mnist5k", "digits")
 # Two-domain sources (gans.domains loads them): bundled derived sets and the folder layouts users have.
@@ -179,19 +195,74 @@ def _load_torchvision(name: str, root: str) -> ImageSet:
     return _from_numpy(data.astype(np.uint8), np.asarray(ds.targets), tuple(str(c) for c in ds.classes))
 
 
-def _read_image(path: Path) -> torch.Tensor:
-    """One image file as (C, H, W) uint8 with C in {1, 3}; alpha is dropped."""
-    from torchvision.io import ImageReadMode, decode_image
-
+def _listdir(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; DataError naming the folder when it cannot be listed."""
     try:
-        img = decode_image(str(path), mode=ImageReadMode.UNCHANGED)
-    except Exception as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+        return sorted(folder.iterdir())
+    except OSError as err:
+        raise DataError(f"data.source: cannot read folder {str(folder)!r} ({err.strerror or err})") from None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files in ``folder`` (by suffix), sorted. A folder named like an image is an error: it is
+    neither an image nor, in a flat folder, a class."""
+    files = [p for p in _listdir(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
+    for p in files:
+        if p.is_dir():
+            raise DataError(f"data.source: {p} is a folder, not an image file; rename it or move it out")
+    return files
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    """One image file as (C, H, W) uint8 with C in {1, 3}: alpha is dropped, 16-bit samples are scaled to 8 bits
+    (round(v * 255 / 65535)), an animated GIF or WebP gives its first frame; Pillow decodes BMP and TIFF."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
+    if not raw:
+        raise DataError(f"cannot read image {path}: the file is empty (0 bytes)")
+    img = _decode_pillow(path) if path.suffix.lower() in PILLOW_SUFFIXES else _decode_torchvision(path, raw)
+    if img.ndim == 4:  # frames of an animation
+        img = img[0]
+    if img.dtype == torch.uint16:
+        img = ((img.to(torch.int32) * 255 + 32767) // 65535).to(torch.uint8)
     if img.shape[0] == 2:  # grey + alpha
         img = img[:1]
     elif img.shape[0] == 4:
         img = img[:3]
     return img
+
+
+def _decode_torchvision(path: Path, raw: bytes) -> torch.Tensor:
+    """PNG (8 or 16 bits), JPEG, GIF, WebP: (C, H, W), or (frames, C, H, W) for an animated GIF."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
+    except Exception as err:
+        reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip())  # drop torchvision's C++ location prefix
+        raise DataError(f"cannot read image {path}: {reason}") from None
+
+
+def _decode_pillow(path: Path) -> torch.Tensor:
+    """BMP and TIFF (the first page) as (C, H, W) uint8, or uint16 for 16-bit greyscale."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode.startswith("I;16"):
+                pixels = np.asarray(im).astype(np.uint16)  # native byte order, a copy
+            elif mode not in ("I", "F"):
+                pixels = np.array(im.convert("L" if mode in ("1", "L", "LA") else "RGB"))
+    except Exception as err:  # Pillow raises UnidentifiedImageError, OSError, ValueError, ... for a bad file
+        raise DataError(f"cannot read image {path}: {err}") from None
+    if mode in ("I", "F"):
+        raise DataError(f"cannot read image {path}: {'32-bit integer' if mode == 'I' else 'floating-point'} "
+                        "samples are not supported; save it with 8 or 16 bits per sample")
+    x = torch.from_numpy(pixels)
+    return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
 
 
 def _square(img: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -208,13 +279,14 @@ def _load_folder(path: str, resolution: int) -> ImageSet:
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"data.source: folder {path!r} does not exist or is not a folder")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    top = image_files(root)  # first: a folder named like an image must not pass for a class
+    subdirs = [p for p in _listdir(root) if p.is_dir() and not p.name.startswith(".")]
     if subdirs:
         classes = tuple(p.name for p in subdirs)
-        files = [(f, i) for i, d in enumerate(subdirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [(f, i) for i, d in enumerate(subdirs) for f in image_files(d)]
     else:
         classes = ()
-        files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [(f, -1) for f in top]
     if not files:
         raise DataError(f"data.source: folder {path!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images = [_read_image(f) for f, _ in files]
@@ -241,16 +313,23 @@ def _load_npz(path: str) -> ImageSet:
         raise DataError(f"data.source: {path!r} 'images' must be uint8, got {images.dtype}")
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
         raise DataError(f"data.source: {path!r} 'images' must have shape (N,H,W) or (N,H,W,C) with C 1 or 3, got {images.shape}")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise DataError(f"data.source: {path!r} 'images' must be at least 1x1 pixels, got shape {images.shape}")
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     labels = arrays.get("labels")
     classes: tuple[str, ...] = ()
     if labels is not None:
+        if labels.dtype.kind in "fcb":
+            raise DataError(f"data.source: {path!r} 'labels' must be integer class indices, got {labels.dtype}")
         if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"data.source: {path!r} 'labels' must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
-        if labels.min() < 0:
+        if labels.size and labels.min() < 0:
             raise DataError(f"data.source: {path!r} 'labels' must be >= 0, got {labels.min()}")
-        classes = tuple(str(i) for i in range(int(labels.max()) + 1))
+        if labels.size and labels.max() >= MAX_CLASSES:
+            raise DataError(f"data.source: {path!r} 'labels' must be class indices 0..{MAX_CLASSES - 1}, got "
+                            f"{labels.max()}; number the classes 0, 1, 2, ...")
+        classes = tuple(str(i) for i in range(int(labels.max()) + 1)) if labels.size else ()
     return _from_numpy(images, labels, classes)
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from gans.config import DataConfig
-from gans.data import IMAGE_SUFFIXES, DataError, Dataset, ImageSet, _read_image, _square, load_source
+from gans.data import (IMAGE_SUFFIXES, DataError, Dataset, ImageSet, _listdir, _read_image, _square, image_files,
+                       load_source)
 
 def load(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """Load a two-domain ``cfg.source`` at ``cfg.resolution`` (``data.max_images``: per domain, pairs kept)."""
@@ -91,10 +92,6 @@ def _digits_mnist(cfg: DataConfig) -> Dataset:
 # ---------------------------------------------------------------- folders
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def _stack(images: list[torch.Tensor], resolution: int) -> torch.Tensor:
     """(C, H, W) images of any sizes -> uint8 (N, C, R, R); a domain mixing grey and colour becomes colour."""
     channels = 3 if any(img.shape[0] == 3 for img in images) else 1
@@ -109,7 +106,7 @@ def _unlabelled(images: torch.Tensor) -> ImageSet:
 def _require_images(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise DataError(f"data.source: {what} has no {folder.name}/ folder ({folder})")
-    files = _images_in(folder)
+    files = image_files(folder)
     if not files:
         raise DataError(f"data.source: {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
@@ -121,6 +118,7 @@ def _paired_folder(root: Path, resolution: int) -> tuple[Dataset, Dataset | None
     what = f"paired:{root}"
     if not root.is_dir():
         raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+    _listdir(root)  # an unreadable folder fails here, not in is_dir below
     if (root / "A").is_dir() or (root / "B").is_dir():
         return _matching_folders(root, resolution), None
     if (root / "train").is_dir():
@@ -167,6 +165,7 @@ def _unpaired_folder(root: Path, resolution: int) -> tuple[Dataset, Dataset | No
     what = f"unpaired:{root}"
     if not root.is_dir():
         raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+    _listdir(root)  # an unreadable folder fails here, not in is_dir below
 
     def domain(name: str) -> ImageSet:
         return _unlabelled(_stack([_read_image(f) for f in _require_images(root / name, what)], resolution))

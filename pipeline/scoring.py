@@ -13,16 +13,15 @@ from gans.data import Dataset
 from gans.evaluation import DomainExtractor, Features, cached_features, classifier_from_payload
 from gans.families import family_named, load_artifact
 from gans.family import EvalContext, Extractor
-from gans.io import load_torch
 from pipeline import paths
-from pipeline.files import load_dataset_file, read_json, require_file
+from pipeline.files import load_dataset_file, load_torch_file, read_json
 from pipeline.params import Params
 from pipeline.paths import project_root
 
 
 def domain_extractors(device: torch.device) -> tuple[dict[str, DomainExtractor], str]:
     """The evaluator stage's classifiers by data part (``images``; or ``a`` and ``b``), and its id."""
-    payload = load_torch(require_file(paths.EVALUATOR, "evaluator"), map_location=device)
+    payload = load_torch_file(paths.EVALUATOR, "evaluator")  # a damaged file names the stage to rerun
     payloads = payload["parts"] if "parts" in payload else {"images": payload}
     return ({name: DomainExtractor(classifier_from_payload(p, device), device) for name, p in payloads.items()},
             payload["id"])

@@ -22,7 +22,7 @@ from gans.io import atomic_write, file_hash, remove_stale_temporaries, save_json
 from gans.sampling import png_bytes
 from gans.trainer import Trainer, check_trainable, resolve_device, training_fingerprint
 from pipeline import paths
-from pipeline.files import StageError, load_dataset_file, read_json, require_file
+from pipeline.files import StageError, load_dataset_file, read_json, require_file, require_torch_file
 from pipeline.params import Params
 
 
@@ -251,7 +251,9 @@ def evaluate(params: Params) -> dict[str, Any]:
     from pipeline.scoring import check_extractor_inputs, evaluate_artifact
 
     check_extractor_inputs(params)  # missing Inception weights fail before anything else
-    generator_hash = file_hash(require_file(paths.GENERATOR, "train"))  # what register checks it promotes
+    require_file(paths.GENERATOR, "train")  # missing inputs first, then damaged ones, naming the stage to rerun
+    require_torch_file(paths.EVALUATOR, "evaluator")
+    generator_hash = file_hash(require_torch_file(paths.GENERATOR, "train"))  # what register checks it promotes
     metrics, grid = evaluate_artifact(params, paths.GENERATOR, device_of(params))
     metrics["generator_hash"] = generator_hash
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
@@ -305,7 +307,7 @@ def register(params: Params) -> dict[str, Any]:
     eval_metrics = read_json(paths.EVAL_METRICS, "evaluate")
     train_metrics = read_json(paths.TRAIN_METRICS, "train")
     meta = read_json(paths.AUGMENTED / "meta.json", "augment")
-    require_file(paths.GENERATOR, "train")
+    require_torch_file(paths.GENERATOR, "train")
     result = register_generator(params, generator_path=paths.GENERATOR, eval_metrics=eval_metrics,
                                 train_metrics=train_metrics, data_meta=meta)
     save_json(result, paths.REGISTER_METRICS)

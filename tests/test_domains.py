@@ -157,3 +157,32 @@ def test_a_dataset_file_round_trips_and_the_images_layout_keeps_its_old_format()
     single, _ = load_dataset(DataConfig(source="digits", resolution=8, max_images=20))
     assert set(single.to_dict()) == {"images", "labels", "classes"}  # ImageSet's dict, as before families
     assert single.content_hash() == single.images.content_hash()
+
+
+def test_folder_layouts_share_the_image_loader(tmp_path: Path) -> None:
+    """BMP, TIFF and 16-bit PNG decode in domain folders as in folder: sources; a folder that cannot be read,
+    one named like an image and an empty file are errors naming them."""
+    from test_data import SIXTEEN, _png16, unreadable
+
+    for name in ("trainA", "trainB"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), (10, 100, 200), np.uint8)).save(tmp_path / "pets/trainA/0.bmp")
+    Image.fromarray(np.full((8, 8), 60, np.uint8)).save(tmp_path / "pets/trainA/1.tif")
+    _png16(tmp_path / "pets/trainB/0.png", np.tile(SIXTEEN, (8, 2)))
+    data, _ = _load(f"unpaired:{tmp_path / 'pets'}")
+    assert data.parts["a"].images[:, :, 0, 0].tolist() == [[10, 100, 200], [60, 60, 60]]
+    assert data.parts["b"].images[0, 0, 0, :4].tolist() == [0, 4, 100, 255]
+    with unreadable(tmp_path / "pets"):
+        with pytest.raises(DataError, match=r"cannot read folder '.*pets' \(Permission denied\)"):
+            _load(f"unpaired:{tmp_path / 'pets'}")
+    (tmp_path / "pets/trainB/x.jpg").mkdir()
+    with pytest.raises(DataError, match=r"trainB/x.jpg is a folder, not an image file"):
+        _load(f"unpaired:{tmp_path / 'pets'}")
+    _png(tmp_path / "pairs/A/0.png", 10)
+    (tmp_path / "pairs/B").mkdir()
+    (tmp_path / "pairs/B/0.png").write_bytes(b"")
+    with unreadable(tmp_path / "pairs"):
+        with pytest.raises(DataError, match=r"cannot read folder '.*pairs' \(Permission denied\)"):
+            _load(f"paired:{tmp_path / 'pairs'}")
+    with pytest.raises(DataError, match=r"cannot read image .*B/0.png: the file is empty \(0 bytes\)"):
+        _load(f"paired:{tmp_path / 'pairs'}")
