@@ -524,11 +524,13 @@ def peak_memory(args: argparse.Namespace, mode: dict, scratch: Path) -> None:
     work = scratch / "memory"
     work.mkdir(parents=True, exist_ok=True)
     _child("memory-setup", work)
-    sets = [f"train.device={args.device}", f"train.steps={mode['mem_steps']}",
-            f"train.checkpoint_every={mode['mem_steps']}", f"evaluate.num_samples={mode['mem_samples']}"]
+    # each command gets only the keys it reads (the CLI refuses an override it would ignore)
+    train_sets = [f"train.device={args.device}", f"train.steps={mode['mem_steps']}",
+                  f"train.checkpoint_every={mode['mem_steps']}"]
+    eval_sets = [f"train.device={args.device}", f"evaluate.num_samples={mode['mem_samples']}"]
     base = _child("cli-rss", work, "--", "variants")
-    train = _child("cli-rss", work, "--", "train", *[x for s in sets for x in ("-S", s)])
-    evaluate = _child("cli-rss", work, "--", "evaluate", *[x for s in sets for x in ("-S", s)])
+    train = _child("cli-rss", work, "--", "train", *[x for s in train_sets for x in ("-S", s)])
+    evaluate = _child("cli-rss", work, "--", "evaluate", *[x for s in eval_sets for x in ("-S", s)])
     lines = [(f"{_header(args)} Each row is one subprocess running the real "
              f"CLI command in-process (pipeline.cli.main) on the default model (dcgan, width 64, z 64, "
              f"32x32 mnist5k, batch 64, ADA on), reporting its own peak RSS (VmHWM).\n"),

@@ -9,6 +9,7 @@ message that names the offending key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,11 +22,37 @@ class ConfigError(ValueError):
 
 T = TypeVar("T")
 
+# Seeds are 32-bit: the trainer adds rank and step offsets to train.seed and the evaluation multiplies
+# evaluate.seed by 10^7, and every result must stay within torch's 64-bit seed range.
+MAX_SEED = 2**32 - 1
+
 
 def require(condition: bool, key: str, message: str) -> None:
     """Raise ConfigError(``key: message``) unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
+
+
+def require_seed(value: int, key: str) -> None:
+    """Raise ConfigError unless ``value`` is a seed in 0..MAX_SEED."""
+    require(0 <= value <= MAX_SEED, key, f"got {value}; expected a seed in 0..{MAX_SEED} (2^32 - 1)")
+
+
+def _check_finite(value: Any, key: str) -> None:
+    """Raise ConfigError naming the key of any infinite or NaN number in ``value`` (nested mappings and
+    lists included): ``.inf`` or ``.nan`` is never a usable setting."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: got {value}; expected a finite number")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(v, f"{key}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]")
+
+
+def _accepts_float(tp: Any) -> bool:
+    return tp is float or (get_origin(tp) in (Union, types.UnionType) and float in get_args(tp))
 
 
 def _type_name(tp: Any) -> str:
@@ -47,15 +74,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return build_config(tp, value, key)
+    if _accepts_float(tp):
+        _check_finite(value, key)
     if origin is Literal:
         allowed = get_args(tp)
         require(value in allowed, key, f"got {value!r}; allowed values: {', '.join(map(str, allowed))}")
         return value
     if origin in (Union, types.UnionType):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
         for option in get_args(tp):
             try:
                 return _coerce(value, option, key)
             except ConfigError:
+                if number and (option is float or (option is int and isinstance(value, int))):
+                    raise  # a number refused by the number option (too large): its reason, not "expected T"
                 continue
         raise ConfigError(f"{key}: got {value!r}; expected {_type_name(tp)}")
     if tp is type(None):
@@ -67,8 +99,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict or tp is dict:
         require(isinstance(value, Mapping), key, f"got {value!r}; expected a mapping")
+        _check_finite(value, key)
         return dict(value)
     if tp is Any:
+        _check_finite(value, key)
         return value
     if tp is bool:
         require(isinstance(value, bool), key, f"got {value!r}; expected true or false")
@@ -79,7 +113,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         require(ok, key, f"got {value!r}; expected a number")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            digits = len(str(abs(value)))
+            raise ConfigError(f"{key}: got an integer of {digits} digits; expected a finite number") from None
     if tp is str:
         require(isinstance(value, str), key, f"got {value!r}; expected a string")
         return value
@@ -157,6 +195,7 @@ class DataConfig:
         ok = 0.0 < self.holdout_fraction < 0.5
         require(ok, f"{where}.holdout_fraction", f"got {self.holdout_fraction}; expected a number in (0, 0.5)")
         require(self.max_images >= 0, f"{where}.max_images", f"got {self.max_images}; expected >= 0 (0 = all)")
+        require_seed(self.seed, f"{where}.seed")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,6 +293,7 @@ class TrainConfig:
         for key in ("batch_size", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "sample_every"):
             value = getattr(self, key)
             require(value >= 1, f"{where}.{key}", f"got {value}; expected an integer >= 1")
+        require_seed(self.seed, f"{where}.seed")
         for key in ("lr_g", "lr_d"):
             value = getattr(self, key)
             require(value is None or value > 0, f"{where}.{key}", f"got {value}; expected a number > 0 or null")
@@ -277,6 +317,7 @@ class EvaluateConfig:
 
     def validate(self, where: str) -> None:
         require(self.num_samples >= 10, f"{where}.num_samples", f"got {self.num_samples}; expected >= 10")
+        require_seed(self.seed, f"{where}.seed")
         for key in ("batch_size", "evaluator_epochs", "kid_subset_size"):
             value = getattr(self, key)
             require(value >= 1, f"{where}.{key}", f"got {value}; expected an integer >= 1")

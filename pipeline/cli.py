@@ -1,8 +1,10 @@
 """The ``gans`` command: stage entrypoints, the Prefect flow, deployment, serving and sampling.
 
-Every command takes ``--params FILE`` and ``-S key=value`` overrides. User
-errors (bad params, missing inputs, unreadable data) print one line naming
-the problem and exit with status 2, without a traceback.
+Every command takes ``--params FILE`` and ``-S key=value`` overrides; an
+override the command would not apply is refused, naming the stage that reads
+it (see READS). User errors (bad params, missing inputs, unreadable data, a
+server that is down) print one line naming the problem and exit with status 2,
+without a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,9 +27,116 @@ USER_ERRORS = (ConfigError, DataError, TrainingDiverged, TrainingBusy, WriteFail
 
 
 def _params(args: argparse.Namespace):
+    """The params of ``--params`` with the ``-S`` overrides, validated; an override that this command
+    would not apply is refused (see READS)."""
     from pipeline.params import load_params
 
-    return load_params(args.params, args.set or ())
+    params = load_params(args.params, args.set or ())
+    check_overrides(args.command, args.set or (), params)
+    return params
+
+
+# The params each command reads, as key prefixes (a section, or section.key). An -S key outside its command's
+# list would be silently ignored, so it is refused naming the stage that reads it, unless it belongs to an earlier
+# stage whose outputs record the value they were made with and the override equals that value (it is then in
+# effect: `gans train -S data.source=digits` after `gans prepare -S data.source=digits`).
+#  - data.*: prepare; later stages read data/prepared/ (meta.json and params.json record the keys). serve sizes
+#    its request limit by data.resolution.
+#  - augment.*: augment; train reads data/augmented/spec.json, not augment.* (the README's ADA example).
+#  - model.*, train.*: train. train.device is the device of every stage that runs a network (as in dvc.yaml).
+#  - evaluate.*: evaluate, but for evaluator_epochs; the evaluator stage reads that, seed and features.
+#  - tracking.*: MLflow, for train (its run), evaluate (logs onto that run), register, sample (the champion)
+#    and serve; summary prints the uri.
+#  - serve.max_rows: register stores it with the model version; serve applies it again, with host and port.
+# flow, sweep and deploy run every stage with the overrides, so they read everything.
+STAGE_ORDER = ("prepare", "augment", "evaluator", "train", "evaluate", "register")
+READS: dict[str, tuple[str, ...]] = {
+    "prepare": ("data",),
+    "augment": ("augment",),
+    "evaluator": ("evaluate.evaluator_epochs", "evaluate.seed", "evaluate.features", "train.device"),
+    "train": ("model", "train", "tracking"),
+    "evaluate": ("evaluate.features", "evaluate.inception_weights", "evaluate.num_samples", "evaluate.batch_size",
+                 "evaluate.seed", "evaluate.kid_subset_size", "train.device", "tracking"),
+    "register": ("register", "tracking", "serve.max_rows"),
+    "sample": ("register.model_name", "tracking"),
+    "serve": ("register.model_name", "tracking", "serve", "data.resolution"),
+    "summary": ("tracking.uri",),
+    "variants": (),
+    "flow": ("",), "sweep": ("",), "deploy": ("",),
+}
+# Keys a command takes only to check them: every command checks data.source's layout against model.variant
+# when it loads the params, which is all the stages before train do with it (prepare refuses a source the
+# variant cannot train on). After train, model.variant must match metrics/train.json.
+CHECKS: dict[str, tuple[str, ...]] = {"prepare": ("model.variant",), "augment": ("model.variant",),
+                                      "evaluator": ("model.variant",)}
+
+
+def _matches(prefixes: tuple[str, ...], key: str) -> bool:
+    return any(not prefix or key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
+
+
+def _override_leaves(path: str, value: Any) -> list[str]:
+    """The keys an override sets, given its value as loaded: a mapping sets each of its keys, those it leaves
+    out included, which take their defaults (``-S 'augment.ada={enabled: false}'``)."""
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _override_leaves(f"{path}.{k}", v)]
+    return [path]
+
+
+def _lookup(tree: Any, path: list[str]) -> tuple[bool, Any]:
+    for part in path:
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def check_overrides(command: str, overrides: Sequence[str], params: Any) -> None:
+    """Raise ConfigError for the first ``-S`` key that ``command`` would not apply (see READS)."""
+    from pipeline.params import parse_override, recorded_params
+
+    records, effective = None, params.to_dict()
+    for text in overrides:
+        path, _ = parse_override(text)
+        for key in _override_leaves(".".join(path), _lookup(effective, path)[1]):
+            if _matches(READS[command] + CHECKS.get(command, ()), key):
+                continue
+            records = recorded_params() if records is None else records
+            section, _, rest = key.partition(".")
+            made_with = ""
+            for stage, record in records.items():
+                earlier = command not in STAGE_ORDER or STAGE_ORDER.index(stage) < STAGE_ORDER.index(command)
+                if not (earlier and record.section == section and _matches(record.keys, rest)):
+                    continue
+                if record.values is None:
+                    break  # the output cannot be read: the stage that reads it says so, naming the file
+                found, old = _lookup(record.values, rest.split("."))
+                if found and _lookup(effective, key.split("."))[1] == old:
+                    break  # the earlier stage ran with this value: it is in effect
+                if found:
+                    made_with = f" ({record.where} was made with {json.dumps(old)})"
+            else:
+                raise ConfigError(_not_read(command, key, text, made_with))
+
+
+def _not_read(command: str, key: str, text: str, made_with: str) -> str:
+    """``KEY: gans CMD does not read it; who does: what to run instead``."""
+    stages = [c for c in STAGE_ORDER if _matches(READS[c], key)]
+    others = [c for c in ("sample", "serve", "summary") if _matches(READS[c], key)]
+    if stages:
+        who = f"the {_and(stages)} stage{'s do' if len(stages) > 1 else ' does'}"
+    else:
+        who = f"{_and([f'gans {c}' for c in others])} do{'' if len(others) > 1 else 'es'}"
+    first = (stages or others or ["flow"])[0]
+    upstream = first in STAGE_ORDER and (command not in STAGE_ORDER
+                                         or STAGE_ORDER.index(first) < STAGE_ORDER.index(command))
+    todo = f"run gans {first} -S {text} first" if upstream else f"pass it to gans {first} -S {text} instead"
+    dvc = f", or dvc exp run -S {text}, which reruns every stage the key affects" if stages else ""
+    return f"{key}: gans {command} does not read it; {who}{made_with}: {todo}{dvc}"
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _stage(name: str) -> Callable[[argparse.Namespace], int]:
@@ -35,6 +145,10 @@ def _stage(name: str) -> Callable[[argparse.Namespace], int]:
 
         params = _params(args)
         result = STAGES[name](params)
+        if name == "prepare":
+            from pipeline.params import record_prepare_params
+
+            record_prepare_params(params)
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
         return 0
 
@@ -42,10 +156,10 @@ def _stage(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def cmd_flow(args: argparse.Namespace) -> int:
-    from pipeline.flows import gan_pipeline
+    from pipeline.flows import run_pipeline
 
     _params(args)  # fail before Prefect starts
-    result = gan_pipeline(params_file=args.params, overrides=list(args.set or ()))
+    result = run_pipeline(args.params, list(args.set or ()))
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
     return 0
 
@@ -64,8 +178,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from pipeline.flows import serve_deployment
 
     _params(args)
-    if not args.cron and not args.interval:
+    if not args.cron and args.interval is None:
         raise ConfigError("deploy: give --cron EXPR or --interval SECONDS")
+    if args.interval is not None and not (0 < args.interval < float("inf")):
+        raise ConfigError(f"--interval: got {args.interval}; expected a number of seconds > 0")
     serve_deployment(name=args.name, cron=args.cron, interval=args.interval,
                      params_file=str(Path(args.params).resolve()), overrides=list(args.set or ()))
     return 0
@@ -79,6 +195,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model = args.model or f"models:/{params.register.model_name}@champion"
     host, port = args.host or params.serve.host, args.port or params.serve.port
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    # serve.max_rows, as it is now, bounds both rows and bytes. MLflow's scoring server parses the whole body
+    # into a DataFrame before the model can count rows and has no size setting (see pipeline/serving.py), but
+    # the uvicorn it runs takes its HTTP protocol from UVICORN_HTTP: ours refuses a body larger than max_rows
+    # rows of data.resolution images can need with a 413, unread. SERVING_MODEL_CONFIG is the model_config
+    # the scoring server loads the model with (load_model_with_mlflow_config): max_rows from these params,
+    # not from those at registration.
+    limits = {"max_rows": params.serve.max_rows, "resolution": params.data.resolution}
+    env.update(UVICORN_HTTP="pipeline.serving:GuardedH11Protocol", GANS_SERVE_LIMITS=json.dumps(limits),
+               SERVING_MODEL_CONFIG=json.dumps({"max_rows": params.serve.max_rows}))
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
     print(f"serving {model} from {uri} on http://{host}:{port}/invocations", file=sys.stderr)
@@ -94,7 +219,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gans.sampling import image_grid, png_bytes
 
     params = _params(args)
+    for flag, value in (("--count", args.count), ("--per-row", args.per_row)):
+        if value < 1:
+            raise ConfigError(f"{flag}: got {value}; expected an integer >= 1")
+    if not 0 <= args.seed <= 2**63 - args.count:
+        raise ConfigError(f"--seed: got {args.seed}; the seeds --seed .. --seed + --count - 1 must lie in "
+                          "0..2^63 - 1")
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
+    _check_sample_args(artifact, args)
     if artifact.kind == "translate":
         grid = _translation_grid(artifact, args)
     else:
@@ -106,6 +238,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
     return 0
+
+
+def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
+    """--label and --direction against what the model takes (a label outside its classes would index past
+    the embedding, or be dropped without a word by an unconditional model)."""
+    translate = artifact.kind == "translate"
+    if args.label is not None:
+        if translate:
+            raise ConfigError("--label: a translation model takes no label (it translates images; see --direction)")
+        classes = artifact.num_classes
+        if not classes:
+            raise ConfigError(f"--label: {artifact.variant} is unconditional (it was trained without labels); "
+                              "drop --label")
+        if not 0 <= args.label < classes:
+            raise ConfigError(f"--label: got {args.label}; {artifact.variant} has classes 0..{classes - 1}")
+    if args.direction is not None and not translate:
+        raise ConfigError(f"--direction: {artifact.variant} generates from seeds; only translation models take a "
+                          "direction")
 
 
 def _translation_grid(artifact: Any, args: argparse.Namespace):
@@ -152,6 +302,9 @@ def _champion_artifact(params: Any):
 def cmd_variants(args: argparse.Namespace) -> int:
     from gans.families import FAMILIES
 
+    if args.set:
+        path, _ = args.set[0].partition("=")[::2]
+        raise ConfigError(f"{path}: gans variants reads no params (it lists the presets); drop -S")
     for family in FAMILIES.values():
         order = "higher" if family.higher_is_better else "lower"
         print(f"== {family.name}: artifact {family.artifact}, trains on {' or '.join(family.layouts)} data, "
@@ -177,11 +330,12 @@ SERVE_EXAMPLES = {"generate": '{"dataframe_records": [{"seed": 0}]}',
 
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline import paths
+    from pipeline.files import read_json
 
     params = _params(args)
-    ev = json.loads(paths.EVAL_METRICS.read_text()) if paths.EVAL_METRICS.is_file() else None
-    tr = json.loads(paths.TRAIN_METRICS.read_text()) if paths.TRAIN_METRICS.is_file() else None
-    reg = json.loads(paths.REGISTER_METRICS.read_text()) if paths.REGISTER_METRICS.is_file() else None
+    ev = read_json(paths.EVAL_METRICS, "evaluate") if paths.EVAL_METRICS.is_file() else None
+    tr = read_json(paths.TRAIN_METRICS, "train") if paths.TRAIN_METRICS.is_file() else None
+    reg = read_json(paths.REGISTER_METRICS, "register") if paths.REGISTER_METRICS.is_file() else None
     if not ev:
         raise ConfigError("no metrics/eval.json yet: run `dvc repro` first")
     if tr:
@@ -240,12 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.stages import StageError
-    from pipeline.tracking import TrackingUnavailable
+    from pipeline.tracking import ServiceUnavailable
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (*USER_ERRORS, StageError, TrackingUnavailable) as err:
+    except (*USER_ERRORS, StageError, ServiceUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

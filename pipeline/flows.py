@@ -17,7 +17,9 @@ unreachable. The flow publishes a markdown artifact with the metrics table.
 
 from __future__ import annotations
 
-import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +27,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from pipeline import dvcrun, paths
-from pipeline.params import load_params
+from pipeline.params import load_params, record_prepare_params
+from pipeline.files import read_json
 from pipeline.stages import STAGES, StageError
+from pipeline.tracking import ServiceUnavailable
 
 # What each stage writes that the flow hands on as the stage's result.
 RESULT_FILES = {
@@ -67,13 +71,17 @@ def repro_stage(name: str) -> dict[str, Any]:
     result_file = RESULT_FILES[name]
     if not result_file.is_file():
         raise StageError(f"dvc repro --single-item {name} succeeded but {result_file} is missing")
-    return json.loads(result_file.read_text())
+    return read_json(result_file, name)
 
 
 def _run_stage(name: str, params_file: str, overrides: list[str], via_dvc: bool) -> dict[str, Any]:
     if via_dvc:
         return repro_stage(name)
-    return STAGES[name](load_params(params_file, overrides))
+    params = load_params(params_file, overrides)
+    result = STAGES[name](params)
+    if name == "prepare":  # what `gans prepare` records too: the data.* params data/prepared/ was made with
+        record_prepare_params(params)
+    return result
 
 
 @task(name="prepare")
@@ -148,8 +156,62 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
     return {"train": trained, "evaluate": evaluation, "register": registered}
 
 
+class PrefectUnavailable(ServiceUnavailable):
+    """The Prefect API that PREFECT_API_URL names cannot be reached."""
+
+
+def api_url() -> str | None:
+    """The Prefect API this process talks to: PREFECT_API_URL (environment or profile), or None when
+    Prefect starts a temporary local server."""
+    from prefect.settings import get_current_settings
+
+    return os.environ.get("PREFECT_API_URL") or get_current_settings().api.url or None
+
+
+def check_api(hint: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line naming the URL, when the configured Prefect server is down (Prefect
+    itself retries and then raises a traceback deep in its engine)."""
+    import httpx
+
+    url = api_url()
+    if not url:
+        return
+    try:
+        httpx.get(url.rstrip("/") + "/health", timeout=timeout)
+    except httpx.HTTPError as err:
+        raise PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) is unreachable ({type(err).__name__}); "
+                                 f"{hint}") from None
+
+
+@contextmanager
+def prefect_api(hint: str) -> Iterator[None]:
+    """Check the Prefect API first, and turn Prefect's own 'cannot reach the API' failures (a server that
+    stops mid-run) into :class:`PrefectUnavailable`."""
+    import httpx
+
+    check_api(hint)
+    try:
+        yield
+    except (httpx.TransportError, RuntimeError) as err:
+        url = api_url()
+        lost = isinstance(err, httpx.TransportError) or str(err).startswith("Failed to reach API")
+        if not (url and lost):
+            raise
+        raise PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) stopped answering "
+                                 f"({type(err).__name__}); {hint}") from None
+
+
+def run_pipeline(params_file: str, overrides: list[str]) -> dict[str, Any]:
+    """The flow, called from the CLI: a server named by PREFECT_API_URL that is down is one clear error."""
+    hint = "start it (prefect server start), or unset PREFECT_API_URL to run on a temporary local server"
+    with prefect_api(hint):
+        return gan_pipeline(params_file=params_file, overrides=overrides)
+
+
 def serve_deployment(*, name: str, cron: str | None, interval: float | None, params_file: str,
                      overrides: list[str]) -> None:
     """Serve a scheduled deployment of the flow (blocks; needs PREFECT_API_URL of a Prefect server)."""
-    gan_pipeline.serve(name=name, cron=cron, interval=interval,
-                       parameters={"params_file": params_file, "overrides": overrides})
+    hint = "start it (prefect server start) and serve the deployment again"
+    with prefect_api(hint):
+        gan_pipeline.serve(name=name, cron=cron, interval=interval,
+                           parameters={"params_file": params_file, "overrides": overrides})

@@ -23,7 +23,11 @@ def resolve_uri(uri: str, root: Path | None = None) -> str:
     return uri
 
 
-class TrackingUnavailable(RuntimeError):
+class ServiceUnavailable(RuntimeError):
+    """A server the command needs (the MLflow tracking server, the Prefect API) cannot be reached."""
+
+
+class TrackingUnavailable(ServiceUnavailable):
     """The MLflow tracking server cannot be reached."""
 
 
