@@ -5,14 +5,18 @@
 - ``translate``: ``image`` (a base64 PNG of the model's input size) and, for two-way models, ``direction``
   (``a2b`` or ``b2a``) -> ``png``. The same image always gives the same translation.
 
-A bad row gets a 400-style error naming the row and column; the server keeps serving.
+A bad row gets a 400-style error naming the row and column; the server keeps serving. Under ``gans serve``,
+:class:`RequestGuard` stands in front of MLflow's scoring app: a body larger than ``serve.max_rows`` rows can
+need gets a 413 before MLflow reads or parses it.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import math
 import numbers
+import os
 from typing import Any
 
 import mlflow
@@ -21,11 +25,14 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gans.families import load_artifact
 from gans.sampling import png_bytes
 
 MAX_SEED = 2**63 - 1
+EXACT_FLOAT = 2**53  # from here on a float no longer holds every integer: 2**53 + 1 reads as 2**53
 
 
 def _bad(message: str) -> MlflowException:
@@ -33,10 +40,13 @@ def _bad(message: str) -> MlflowException:
 
 
 def signature(conditional: bool) -> ModelSignature:
-    """The ``generate`` signature: seed (and label) -> png."""
-    columns = [ColSpec("long", "seed")]
+    """The ``generate`` signature: seed (and label) -> png. The columns are typed ``Any``, not ``long``: for a
+    ``long`` column MLflow's scoring server casts the parsed JSON with ``astype(int64)`` before the model sees
+    it (``cast_df_types_according_to_schema``), so a label 2.5 became 2, a seed ``true`` became 1 and ``"3"``
+    became 3, all answered 200. Untyped, the JSON values reach :func:`validate_rows`, which names the row."""
+    columns = [ColSpec(AnyType(), "seed")]
     if conditional:
-        columns.append(ColSpec("long", "label"))
+        columns.append(ColSpec(AnyType(), "label"))
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -79,24 +89,31 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
 
 
 def _int_column(column: pd.Series, name: str, low: int, high: int) -> list[int]:
-    values = []
-    for i, v in enumerate(column.tolist()):
+    """Integers (or floats that hold one exactly, like 2.0) in low..high; bools, strings, 2.5 are refused."""
+    values = column.tolist()
+    for i, v in enumerate(values):  # what is wrong with a row itself first
+        if v is None or (isinstance(v, float) and math.isnan(v)):  # pandas turns a missing or null cell into NaN
+            raise _bad(f"row {i}: '{name}' is missing or null; every row needs an integer '{name}'")
         integral = isinstance(v, numbers.Integral) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
         if isinstance(v, bool) or not integral:
-            raise _bad(f"row {i}: '{name}' must be an integer, got {v!r}")
-        v = int(v)
-        if not low <= v <= high:
-            raise _bad(f"row {i}: '{name}' must be in {low}..{high}, got {v}")
-        values.append(v)
-    return values
+            raise _bad(f"row {i}: '{name}' must be an integer, got {type(v).__name__} {v!r}")
+        if not (isinstance(v, float) and abs(v) >= EXACT_FLOAT) and not low <= int(v) <= high:
+            raise _bad(f"row {i}: '{name}' must be in {low}..{high}, got {int(v)}")
+    for i, v in enumerate(values):  # pandas holds a column that mixes integers and floats as floats
+        if isinstance(v, float) and abs(v) >= EXACT_FLOAT:
+            raise _bad(f"row {i}: '{name}' arrived as the float {v!r}, too large to be exact (a column that mixes "
+                       f"integers and floats is read as floats); send every '{name}' as a JSON integer")
+    return [int(v) for v in values]
 
 
 def _decode_image(value: Any, row: int) -> torch.Tensor:
     """A base64 PNG (or any image torchvision decodes) -> uint8 (C, H, W), C in {1, 3} (alpha dropped)."""
     from torchvision.io import ImageReadMode, decode_image
 
-    if not isinstance(value, str) or not value:
+    if not isinstance(value, str):
         raise _bad(f"row {row}: 'image' must be a base64-encoded PNG string, got {type(value).__name__}")
+    if not value:
+        raise _bad(f"row {row}: 'image' is an empty string; send a base64-encoded PNG")
     try:
         raw = base64.b64decode(value, validate=True)
     except (ValueError, TypeError):
@@ -171,3 +188,98 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
 
 
 GeneratorModel = ArtifactModel  # the name models registered by earlier releases load
+
+
+# The request guard. MLflow's scoring server (mlflow/pyfunc/scoring_server/__init__.py: ``init`` reads the
+# body with ``await request.body()``, ``invocations`` parses it into a DataFrame) has no body-size setting,
+# and neither has uvicorn, which serves it: a million rows (25 MB) were parsed for 2 s before the model
+# could count them. uvicorn does take its HTTP protocol class as an import string (``--http``, or
+# ``UVICORN_HTTP`` in the environment, which ``mlflow models serve`` passes on): ``gans serve`` names
+# GuardedH11Protocol there and the limits in GANS_SERVE_LIMITS.
+
+LIMITS_ENV = "GANS_SERVE_LIMITS"
+GENERATE_ROW_BYTES = 256  # {"seed": 9223372036854775807, "label": 4095}, pretty-printed, is about 60
+ENVELOPE_BYTES = 16 * 1024
+
+
+def max_request_bytes(max_rows: int, resolution: int) -> int:
+    """The largest body ``max_rows`` good rows can need: a row is a seed and a label, or an image of
+    ``resolution`` pixels a side and a direction. A PNG stored uncompressed in 16-bit RGBA takes 8 bytes a
+    pixel (plus a filter byte a line), base64 4/3 of that: 12 bytes a pixel covers it."""
+    row = max(GENERATE_ROW_BYTES, 12 * resolution * resolution + 1024)
+    return max_rows * row + ENVELOPE_BYTES
+
+
+class RequestGuard:
+    """ASGI middleware in front of the scoring app. A POST body over ``max_bytes`` gets a 413 before it is
+    read: by its Content-Length, or (chunked, no length) once that many bytes have come; uvicorn discards the
+    rest and the connection stays usable. A POST that is not ``application/json`` gets a 415 naming what it
+    sent: without a Content-Type MLflow answered 500, and its CSV parser needs typed columns, which the
+    generate signature no longer has (see :func:`signature`). Everything else passes through."""
+
+    def __init__(self, app: Any, *, max_bytes: int, max_rows: int) -> None:
+        self.app, self.max_bytes, self.max_rows = app, max_bytes, max_rows
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")  # h11 has checked that it is a number
+        if length is not None and int(length) > self.max_bytes:
+            await self._too_large(send, f"the request body is {int(length)} bytes")
+            return
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            got = f"Content-Type {content_type!r}" if content_type else "no Content-Type header"
+            await _error(send, 415, "BAD_REQUEST", f"the request has {got}; this server takes JSON: send "
+                         'Content-Type: application/json and a body like {"dataframe_records": [...]}')
+            return
+        if length is not None:  # h11 delivers exactly that many bytes
+            await self.app(scope, receive, send)
+            return
+        body, more = bytearray(), True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._too_large(send, f"the request body is over {len(body)} bytes")
+                return
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+    async def _too_large(self, send: Any, what: str) -> None:
+        await _error(send, 413, "REQUEST_LIMIT_EXCEEDED",
+                     f"{what}; this server takes at most {self.max_bytes} bytes, enough for serve.max_rows "
+                     f"({self.max_rows}) rows: send at most {self.max_rows} rows per request")
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that gives ``body`` in one message, then whatever ``receive`` gives (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay() -> dict:
+        return pending.pop() if pending else await receive()
+    return replay
+
+
+async def _error(send: Any, status: int, code: str, message: str) -> None:
+    """An error response shaped like MLflow's own: JSON with ``error_code`` and ``message``."""
+    body = json.dumps({"error_code": code, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol (its default where httptools is not installed, as here) with the app behind a
+    :class:`RequestGuard` whose limits come from GANS_SERVE_LIMITS (``{"max_rows": N, "resolution": R}``)."""
+
+    def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        limits = json.loads(os.environ[LIMITS_ENV])
+        max_rows = int(limits["max_rows"])
+        self.app = RequestGuard(self.app, max_rows=max_rows,
+                                max_bytes=max_request_bytes(max_rows, int(limits["resolution"])))
