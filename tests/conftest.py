@@ -15,12 +15,14 @@ setup_logging()
 
 # The tiny workload and scratch git + DVC projects live in scratch.py (the benchmarks use them too);
 # the tests import them from here.
-from scratch import BIN, ROOT, TINY, make_project, run, serve_model, subprocess_env, tiny_params  # noqa: E402, F401
+from scratch import (BIN, ROOT, TINY, make_project, run, serve_model, subprocess_env, tail,  # noqa: E402, F401
+                     tiny_params)
 
 
 @pytest.fixture(scope="session")
 def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny project after one real `dvc repro` (shared by the end-to-end tests)."""
+    """A tiny project after one real `dvc repro`, shared by the end-to-end tests and copied by several:
+    read it, never write in it (a test that runs commands which write copies it into its own tmp_path)."""
     repo = make_project(tmp_path_factory.mktemp("project"), tiny_params())
     run(["dvc", "repro"], repo)
     return repo

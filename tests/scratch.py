@@ -78,24 +78,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_model(repo: Path, *args: str, timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """``gans serve ARGS`` in ``repo`` on a free port; (process, base URL) once /ping answers."""
+def tail(log: Path, chars: int = 3000) -> str:
+    """The end of a log file, headed by its path, for a failure message."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError as err:
+        return f"--- {log}: unreadable ({err})"
+    return f"--- {log} (last {min(chars, len(text))} of {len(text)} characters)\n{text[-chars:]}"
+
+
+def serve_model(repo: Path, *args: str, log: Path | None = None,
+                timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """``gans serve ARGS`` in ``repo`` on a free port; (process, base URL) once /ping answers.
+
+    The server's output goes to ``log`` (default: ``serve-REPO-PORT.log`` beside ``repo``, never inside it,
+    since other tests copy repos), not to a pipe: nobody reads a pipe while the server runs, and once full it
+    would block the server. A server that exits or does not answer in ``timeout`` s fails with the log's tail."""
     import time
 
     import requests
 
     port = free_port()
-    proc = subprocess.Popen(["gans", "serve", "--port", str(port), *args], cwd=repo, env=subprocess_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = Path(log) if log is not None else repo.parent / f"serve-{repo.name}-{port}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(["gans", "serve", "--port", str(port), *args], cwd=repo, env=subprocess_env(),
+                                stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"gans serve exited:\n{proc.stdout.read()}")
+            raise AssertionError(f"gans serve exited with status {proc.returncode}:\n{tail(log)}")
         try:
             if requests.get(f"{url}/ping", timeout=2).status_code == 200:
                 return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.5)
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
     proc.kill()
-    raise AssertionError(f"model server did not start in {timeout:.0f} s")
+    proc.wait()
+    raise AssertionError(f"the model server (gans serve) did not answer {url}/ping in {timeout:.0f} s:\n{tail(log)}")

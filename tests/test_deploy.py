@@ -8,12 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from conftest import subprocess_env
+from conftest import subprocess_env, tail
 
 pytestmark = pytest.mark.e2e
 
@@ -24,32 +25,43 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
+def _wait_until(done, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
+    """Poll ``done()`` until it is true; fail naming ``what`` with the tail of ``log`` when ``proc`` exits
+    first or ``timeout`` s pass."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"{what} exited:\n{proc.stdout.read() if proc.stdout else ''}")
+            raise AssertionError(f"{what}: the process exited with status {proc.returncode}:\n{tail(log)}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if done():
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:
             pass
         time.sleep(0.5)
-    raise AssertionError(f"{what} did not answer in {timeout} s")
+    raise AssertionError(f"{what}: not after {timeout:.0f} s:\n{tail(log)}")
+
+
+@dataclass(frozen=True)
+class PrefectAPI:
+    url: str
+    home: Path
+    log: Path  # the server's output
 
 
 @pytest.fixture(scope="module")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     port = _free_port()
     home = tmp_path_factory.mktemp("prefect-home")
+    log = home / "server.log"  # a file, not a pipe that nobody reads (a full pipe blocks the server)
     env = subprocess_env(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host",
+                                 "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     api = f"http://127.0.0.1:{port}/api"
     try:
-        _wait(f"{api}/health", proc, "prefect server", timeout=180)
-        yield api, home
+        _wait_until(lambda: requests.get(f"{api}/health", timeout=2).status_code == 200, proc, log,
+                    f"the prefect server answering {api}/health", timeout=180)
+        yield PrefectAPI(api, home, log)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -71,33 +83,38 @@ print(json.dumps({"crons": crons, "parameters": parameters, "state": run.state.t
 """
 
 
-def test_deploy_schedules_the_flow_and_a_triggered_run_registers(prefect_api, tiny_repo: Path, tmp_path: Path) -> None:
-    api, home = prefect_api
+def test_deploy_schedules_the_flow_and_a_triggered_run_registers(prefect_api: PrefectAPI, tiny_repo: Path,
+                                                                 tmp_path: Path) -> None:
+    api = prefect_api.url
     repo = tmp_path / "project"
     shutil.copytree(tiny_repo, repo, ignore=shutil.ignore_patterns(".git", ".dvc", "mlflow.db*", "mlartifacts"))
     shutil.rmtree(repo / "models/checkpoints")
-    env = subprocess_env(PREFECT_API_URL=api, PREFECT_HOME=str(home))
-    served = subprocess.Popen(["gans", "deploy", "--cron", "0 3 * * *", "--name", "nightly", "-S", "train.steps=12",
-                               "-S", "train.eval_every=0"], cwd=repo, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    env = subprocess_env(PREFECT_API_URL=api, PREFECT_HOME=str(prefect_api.home))
+    log = tmp_path / "deploy.log"  # `gans deploy` serves (and runs the flow) until terminated: a file, not a pipe
+    with log.open("w") as out:
+        served = subprocess.Popen(["gans", "deploy", "--cron", "0 3 * * *", "--name", "nightly", "-S",
+                                   "train.steps=12", "-S", "train.eval_every=0"], cwd=repo, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
+        def deployed() -> bool:
             found = requests.post(f"{api}/deployments/filter", json={}, timeout=5).json()
-            if any(d["name"] == "nightly" for d in found):
-                break
-            assert served.poll() is None, served.stdout.read()
-            time.sleep(1)
-        out = subprocess.run([sys.executable, "-c", CHECK], cwd=repo, env=env, capture_output=True, text=True,
-                             timeout=900)
-        assert out.returncode == 0, out.stderr[-3000:]
+            return any(d["name"] == "nightly" for d in found)
+
+        _wait_until(deployed, served, log, "the deployment 'nightly' registered with the prefect server", 120)
+        try:
+            out = subprocess.run([sys.executable, "-c", CHECK], cwd=repo, env=env, capture_output=True, text=True,
+                                 timeout=900)
+        except subprocess.TimeoutExpired as err:
+            raise AssertionError(f"the triggered run did not end in 900 s:\n{tail(log)}\n{tail(prefect_api.log)}") \
+                from err
+        assert out.returncode == 0, f"{out.stderr[-3000:]}\n{tail(log)}\n{tail(prefect_api.log)}"
         result = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         served.terminate()
         served.wait(timeout=60)
     assert result["crons"] == ["0 3 * * *"]
     assert result["parameters"]["overrides"] == ["train.steps=12", "train.eval_every=0"]
-    assert result["state"] == "COMPLETED"
+    assert result["state"] == "COMPLETED", f"the triggered run ended {result['state']}:\n{tail(log)}"
     train = json.loads((repo / "metrics/train.json").read_text())
     registered = json.loads((repo / "metrics/register.json").read_text())
     assert train["steps"] == 12 and registered["version"] == 1 and registered["champion"]

@@ -30,6 +30,7 @@ def test_conditional_networks_need_labels_and_use_them(conditioning: str) -> Non
     if conditioning != "acgan":  # ACGAN's D judges realness alone; its auxiliary head reads the class
         with pytest.raises(ValueError, match="labels are required"):
             d(x)
+        assert not torch.equal(d(x, torch.tensor([0, 1])), d(x, torch.tensor([2, 2])))
     assert d(x, torch.tensor([0, 1])).shape == (2,)
     assert (d.aux is not None) == (conditioning == "acgan") and (d.embed is not None) == (conditioning == "projection")
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ import requests
 import torch
 from PIL import Image
 
-from conftest import make_project, run, serve_model, subprocess_env, tiny_params
+from conftest import make_project, run, serve_model, subprocess_env, tail, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -73,10 +75,17 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert json.loads((tiny_repo / "metrics/register.json").read_text())["champion"] is True
 
 
+@dataclass(frozen=True)
+class Served:
+    url: str
+    log: Path  # the server's output, whose tail a failing request shows
+
+
 @pytest.fixture(scope="module")
-def server(tiny_repo: Path):
-    proc, url = serve_model(tiny_repo)
-    yield url
+def server(tiny_repo: Path, tmp_path_factory: pytest.TempPathFactory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc, url = serve_model(tiny_repo, log=log)
+    yield Served(url, log)
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -85,9 +94,9 @@ def _invoke(url: str, payload: object) -> requests.Response:
     return requests.post(f"{url}/invocations", json=payload, timeout=60)
 
 
-def test_served_generator_answers_with_pngs(server: str) -> None:
-    resp = _invoke(server, {"dataframe_records": [{"seed": 0}, {"seed": 1}, {"seed": 0}]})
-    assert resp.status_code == 200, resp.text
+def test_served_generator_answers_with_pngs(server: Served) -> None:
+    resp = _invoke(server.url, {"dataframe_records": [{"seed": 0}, {"seed": 1}, {"seed": 0}]})
+    assert resp.status_code == 200, f"{resp.text}\n{tail(server.log)}"
     pngs = [base64.b64decode(row["png"]) for row in resp.json()["predictions"]]
     images = [Image.open(io.BytesIO(p)) for p in pngs]
     assert all(img.size == (16, 16) for img in images)
@@ -95,34 +104,41 @@ def test_served_generator_answers_with_pngs(server: str) -> None:
 
 
 @pytest.mark.parametrize("payload, fragment", [
-    ({"dataframe_records": [{"seed": -1}]}, "seed"),
-    ({"dataframe_records": [{"seed": i} for i in range(65)]}, "at most 64"),
-    ({"dataframe_records": [{"seed": "abc"}]}, ""),
-    ({"nonsense": 1}, ""),
-])
-def test_bad_requests_get_errors_and_server_keeps_serving(server: str, payload: object, fragment: str) -> None:
-    resp = _invoke(server, payload)
-    assert 400 <= resp.status_code < 500, (resp.status_code, resp.text)
-    assert fragment in resp.text
-    assert _invoke(server, {"dataframe_records": [{"seed": 3}]}).status_code == 200
+    ({"dataframe_records": [{"seed": -1}]}, "row 0: 'seed' must be in 0..9223372036854775807, got -1"),
+    ({"dataframe_records": [{"seed": i} for i in range(65)]}, "the request has 65 rows; at most 64 per request"),
+    ({"dataframe_records": [{"seed": 0}, {"seed": "abc"}]}, "row 1: 'seed' must be an integer, got str 'abc'"),
+    ({"nonsense": 1}, "The input must be a JSON dictionary with exactly one of the input fields"),
+], ids=["negative-seed", "too-many-rows", "string-seed", "no-input-field"])
+def test_bad_requests_get_errors_and_server_keeps_serving(server: Served, payload: object, fragment: str) -> None:
+    resp = _invoke(server.url, payload)
+    assert resp.status_code == 400, (resp.status_code, resp.text, tail(server.log))
+    message = resp.json()["message"]
+    assert fragment in message, message
+    again = _invoke(server.url, {"dataframe_records": [{"seed": 3}]})
+    assert again.status_code == 200, (again.status_code, again.text, tail(server.log))
 
 
-def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: Path) -> None:
+def test_killed_training_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "resume", tiny_params({"train": {"steps": 3000, "checkpoint_every": 20}}))
     for stage in ("prepare", "augment", "evaluator"):
         run(["gans", stage], repo)
-    ckpts = repo / "models/checkpoints"
-    proc = subprocess.Popen(["gans", "train"], cwd=repo, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts, log, timeout = repo / "models/checkpoints", tmp_path / "train.log", 120
+    with log.open("w") as out:
+        proc = subprocess.Popen(["gans", "train"], cwd=repo, env=subprocess_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while not list(ckpts.glob("ckpt-*.pt")) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
+        exited = proc.poll()
         proc.kill()
     finally:
         proc.wait()
-    assert proc.returncode != 0, "training finished before it could be killed"
-    last = max(int(p.stem.split("-")[1]) for p in ckpts.glob("ckpt-*.pt"))
+    saved = sorted(int(p.stem.split("-")[1]) for p in ckpts.glob("ckpt-*.pt"))
+    state = f"exited with status {exited}" if exited is not None else f"still running after {timeout} s"
+    assert saved, f"no checkpoint appeared in {ckpts} (training {state}):\n{tail(log)}"
+    assert exited is None, f"training {state} before it could be killed:\n{tail(log)}"
+    last = saved[-1]
     target = last + 20
     run(["gans", "train", "-S", f"train.steps={target}"], repo)
     metrics = json.loads((repo / "metrics/train.json").read_text())
@@ -143,13 +159,15 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_repo: Path, tmp_path: 
     assert again["steps"] == target and again["resumed_from"] == target
 
 
-def test_sample_summary_and_variants_commands(tiny_repo: Path) -> None:
-    run(["gans", "sample", "--count", "6", "--per-row", "3", "--out", "samples/champion.png"], tiny_repo)
-    assert Image.open(tiny_repo / "samples/champion.png").size == (3 * 18 + 2, 2 * 18 + 2)
-    run(["gans", "sample", "--checkpoint", "models/generator.pt", "--count", "4", "--out", "local.png"], tiny_repo)
-    assert Image.open(tiny_repo / "local.png").size == (4 * 18 + 2, 18 + 2)
-    summary = run(["gans", "summary"], tiny_repo).stdout
+def test_sample_summary_and_variants_commands(tiny_repo: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"  # these commands write (samples, local.png): in a copy, not in the shared project
+    shutil.copytree(tiny_repo, repo, symlinks=True)
+    run(["gans", "sample", "--count", "6", "--per-row", "3", "--out", "samples/champion.png"], repo)
+    assert Image.open(repo / "samples/champion.png").size == (3 * 18 + 2, 2 * 18 + 2)
+    run(["gans", "sample", "--checkpoint", "models/generator.pt", "--count", "4", "--out", "local.png"], repo)
+    assert Image.open(repo / "local.png").size == (4 * 18 + 2, 18 + 2)
+    summary = run(["gans", "summary"], repo).stdout
     assert "FID" in summary and "mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary and "gans serve" in summary
-    assert "dcgan" in run(["gans", "variants"], tiny_repo).stdout
-    missing = run(["gans", "evaluate", "--params", "nope.yaml"], tiny_repo, check=False)
+    assert "dcgan" in run(["gans", "variants"], repo).stdout
+    missing = run(["gans", "evaluate", "--params", "nope.yaml"], repo, check=False)
     assert missing.returncode == 2 and "error: params file 'nope.yaml' not found" in missing.stderr

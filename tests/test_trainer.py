@@ -94,12 +94,26 @@ def test_checkpoints_of_other_networks_under_the_same_fingerprint_are_set_aside(
     assert list((tmp_path / "ckpt").glob("previous-*/ckpt-*.pt"))
 
 
-def test_conditional_variant_gives_label_dependent_samples(tmp_path: Path) -> None:
-    t = _trainer(tmp_path, model=ModelConfig(variant="cdcgan", z_dim=8, width=8))
-    t.fit()
-    g = t.ema["G_ema"]
-    a = generate(g, [0, 0], [1, 7], z_dim=8, device=torch.device("cpu"))
-    assert not torch.equal(a[0], a[1])
+def _relabelled(data):
+    """The same images, every label moved to the next class (no image keeps its label)."""
+    return dataclasses.replace(data, labels=(data.labels + 1) % len(data.classes))
+
+
+def test_conditional_training_learns_from_the_data_labels(tmp_path: Path) -> None:
+    """Untrained, a conditional G already gives label-dependent samples; what training adds is the labels'
+    signal. Same seed, same images, other labels: a conditional run ends elsewhere, an unconditional one
+    (the control: the runs are deterministic) bit for bit where it did."""
+    def weights(name: str, variant: str, data) -> list[torch.Tensor]:
+        t = _trainer(tmp_path / name, model=ModelConfig(variant=variant, z_dim=8, width=8), data=data)
+        t.fit()
+        a = generate(t.ema["G_ema"], [0, 0], [1, 7], z_dim=8, device=torch.device("cpu"))
+        assert variant == "dcgan" or not torch.equal(a[0], a[1])  # the exported G reads its label
+        return [v.clone() for v in t.ema["G_ema"].state_dict().values()]
+
+    cond, cond_relabelled = weights("c", "cdcgan", DATA), weights("c2", "cdcgan", _relabelled(DATA))
+    assert not all(torch.equal(a, b) for a, b in zip(cond, cond_relabelled))
+    plain, plain_relabelled = weights("u", "dcgan", DATA), weights("u2", "dcgan", _relabelled(DATA))
+    assert all(torch.equal(a, b) for a, b in zip(plain, plain_relabelled))
 
 
 def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path) -> None:
@@ -109,15 +123,29 @@ def test_batch_larger_than_data_is_a_clear_error(tmp_path: Path) -> None:
         _trainer(tmp_path, train=TrainConfig(batch_size=500))
 
 
-def test_a_diverging_run_stops_naming_step_and_variant_and_keeps_good_checkpoints(tmp_path: Path) -> None:
+def test_a_diverging_run_stops_naming_step_and_variant_and_keeps_good_checkpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Losses turn NaN at step 8, after the checkpoint at step 6 and before the one at step 12 (logging only
+    at the end, so the check before writing a checkpoint is the one that stops the run)."""
     from gans.trainer import TrainingDiverged
 
-    exploding = TrainConfig(**{**TRAIN.__dict__, "lr_d": 1e30, "lr_g": 1e30, "steps": 30})
-    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(variant dcgan\)"):
-        _trainer(tmp_path, train=exploding).fit()
-    for path in (tmp_path / "ckpt").glob("ckpt-*.pt"):
+    t = _trainer(tmp_path, train=dataclasses.replace(TRAIN, steps=30, log_every=30, sample_every=30))
+    healthy = t.recipe.loss
+
+    def loss(phase, batch):
+        value, stats = healthy(phase, batch)
+        return (value * float("nan") if t.step >= 7 else value), stats  # t.step: steps done before this one
+
+    monkeypatch.setattr(t.recipe, "loss", loss)
+    with pytest.raises(TrainingDiverged, match=r"at step 8 \(variant dcgan\); the last good checkpoint, "
+                                                r".*ckpt-00000006\.pt, is kept"):
+        t.fit()
+    kept = sorted((tmp_path / "ckpt").glob("ckpt-*.pt"))
+    assert [p.name for p in kept] == ["ckpt-00000006.pt"]
+    for path in kept:
         state = torch.load(path, weights_only=True)
-        assert all(torch.isfinite(v).all() for v in state["G"].values() if v.is_floating_point())
+        for part in ("G", "D", "G_ema"):
+            assert all(torch.isfinite(v).all() for v in state[part].values() if v.is_floating_point()), part
 
 
 def test_on_nan_skip_drops_only_the_bad_update(tmp_path: Path) -> None:
