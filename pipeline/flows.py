@@ -30,7 +30,7 @@ from pipeline import dvcrun, paths
 from pipeline.params import load_params, record_prepare_params
 from pipeline.files import read_json
 from pipeline.stages import STAGES, StageError
-from pipeline.tracking import ServiceUnavailable
+from pipeline.tracking import ServiceUnavailable, probe
 
 # What each stage writes that the flow hands on as the stage's result.
 RESULT_FILES = {
@@ -171,16 +171,10 @@ def api_url() -> str | None:
 def check_api(hint: str, timeout: float = 5.0) -> None:
     """Fail in seconds, with one line naming the URL, when the configured Prefect server is down (Prefect
     itself retries and then raises a traceback deep in its engine)."""
-    import httpx
-
     url = api_url()
-    if not url:
-        return
-    try:
-        httpx.get(url.rstrip("/") + "/health", timeout=timeout)
-    except httpx.HTTPError as err:
-        raise PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) is unreachable ({type(err).__name__}); "
-                                 f"{hint}") from None
+    if url:
+        probe(url, PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) is unreachable ({{why}}); {hint}"),
+              timeout)
 
 
 @contextmanager

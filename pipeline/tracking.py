@@ -31,17 +31,22 @@ class TrackingUnavailable(ServiceUnavailable):
     """The MLflow tracking server cannot be reached."""
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server is down."""
-    if not uri.startswith(("http://", "https://")):
-        return
+def probe(url: str, error: ServiceUnavailable, timeout: float = 5.0) -> None:
+    """GET ``url``/health; when nothing answers, raise ``error`` with ``{why}`` in its message replaced by the
+    reason. Any answer, an error status included, means the server is up (its own errors say more)."""
     import requests
 
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        requests.get(url.rstrip("/") + "/health", timeout=timeout)
     except requests.RequestException as err:
-        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({type(err).__name__}); start it "
-                                  f"or point tracking.uri elsewhere, then rerun this stage") from None
+        raise type(error)(str(error).replace("{why}", type(err).__name__)) from None
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server is down."""
+    if uri.startswith(("http://", "https://")):
+        probe(uri, TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({{why}}); start it or point "
+                                       "tracking.uri elsewhere, then rerun this stage"), timeout)
 
 
 def configure(cfg: TrackingConfig) -> str:

@@ -522,7 +522,7 @@ def test_a_prefect_server_that_is_down_is_one_error_naming_it(monkeypatch) -> No
     url = f"http://127.0.0.1:{_closed_port()}/api"
     monkeypatch.setenv("PREFECT_API_URL", url)
     with pytest.raises(PrefectUnavailable, match=rf"^Prefect server {url} \(PREFECT_API_URL\) is unreachable "
-                                                 r"\(ConnectError\); start it"):
+                                                 r"\(ConnectionError\); start it"):
         check_api("start it")
     monkeypatch.setattr("pipeline.flows.check_api", lambda hint: None)  # up at first, gone mid-run
     with pytest.raises(PrefectUnavailable, match=rf"^Prefect server {url} \(PREFECT_API_URL\) stopped answering"):
@@ -548,5 +548,5 @@ def test_flow_and_deploy_with_the_prefect_server_down_exit_2_with_one_line(comma
     last = proc.stderr.strip().splitlines()[-1]
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [last]
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        f"error: Prefect server {url} (PREFECT_API_URL) is unreachable (ConnectError); start it (prefect server start)")
+        f"error: Prefect server {url} (PREFECT_API_URL) is unreachable (ConnectionError); start it (prefect server start)")
     assert not (tmp_path / "data").exists()  # no stage ran
