@@ -9,11 +9,9 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from gans.checkpoints import (TrainingBusy, checkpoints, latest_extra, prune, set_aside, step_of,
                               training_lock)
