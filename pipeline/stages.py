@@ -157,12 +157,14 @@ def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
     from pipeline import tracking
 
     resolved = params.resolved
+    # MLflow's system tags say who ran it, how and at which commit; the data is the run's dataset input
     tags = {"variant": resolved.variant, "family": resolved.family.name, "data_source": meta["source"],
-            "data_hash": meta["hash"], "git_commit": tracking.git_commit(),
+            "data_hash": meta["hash"], **tracking.system_tags("train"),
             **{f"component.{k}": v for k, v in resolved.components().items()}}
     try:
         run_id = tracking.start_or_resume_run(params.tracking, run_id, run_name=resolved.variant, tags=tags)
         reporter = tracking.MlflowReporter(run_id)
+        reporter.client.log_inputs(run_id, [tracking.dataset_input(meta, "train", "training", tracking.dvc_remote())])
         sections = {k: v for k, v in params.flat().items() if k.split(".")[0] in ("model", "train", "augment", "data")}
         tracking.log_params_once(reporter.client, run_id, sections)
         return run_id, reporter
@@ -287,10 +289,14 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
     def log(client) -> None:
         from mlflow.entities import Metric
 
+        from pipeline import tracking
+
         numbers = {f"eval_{k}": float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         client.log_batch(run_id, metrics=[Metric(k, v, 0, int(metrics["step"])) for k, v in numbers.items()])
         client.set_tag(run_id, "extractor", metrics["extractor"])
+        meta = read_json(paths.PREPARED / "meta.json", "prepare")
+        client.log_inputs(run_id, [tracking.dataset_input(meta, "holdout", "eval", tracking.dvc_remote())])
         client.log_artifact(run_id, str(paths.EVAL_METRICS), "metrics")
         client.log_artifact(run_id, str(paths.GRID), "samples")
 

@@ -261,8 +261,9 @@ def _open_parent(params: Params, grid: Grid, baseline: str) -> tuple[Any, str]:
     exp_id = tracking.configure(params.tracking)
     client = mlflow.MlflowClient()
     name = "sweep " + ", ".join(grid.swept) if grid.swept else "sweep"
-    run = client.create_run(exp_id, run_name=name, tags={"gans.sweep": "true", "git_commit": baseline,
-                                                         "sweep.keys": ",".join(grid.swept)})
+    tags = {**tracking.system_tags("sweep"), "mlflow.source.git.commit": baseline, "gans.sweep": "true",
+            "sweep.keys": ",".join(grid.swept)}
+    run = client.create_run(exp_id, run_name=name, tags=tags)
     values: dict[str, list[str]] = {}
     for config in grid.configs:
         for text in config:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -83,10 +84,71 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+def system_tags(stage: str) -> dict[str, str]:
+    """MLflow's own run tags, which its UI ("Created by", "Source", the commit), search and lineage read: the
+    stage that made the run, run by hand or by the CLI (LOCAL) or by a Prefect deployment's worker (JOB)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    tags = {"mlflow.source.name": f"gans {stage}", "mlflow.user": user,
+            "mlflow.source.type": "JOB" if os.environ.get("PREFECT__FLOW_RUN_ID") else "LOCAL"}
+    commit = git_commit()
+    if commit != "unknown":
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def dvc_remote() -> str | None:
+    """The URL of the project's default DVC remote, or None."""
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(project_root())) as repo:
+            name = repo.config["core"].get("remote")
+            return repo.config["remote"][name]["url"] if name else None
+    except Exception:  # noqa: BLE001 - no DVC project, or a config DVC itself would refuse: no remote to name
+        return None
+
+
+def dataset_input(meta: dict[str, Any], split: str, context: str, remote: str | None = None) -> Any:
+    """An MLflow dataset input for the prepared ``split`` ("train" or "holdout") that ``meta`` (meta.json)
+    describes: named after data.source and the split, its digest the prepared data's content hash (both splits
+    share it), its source the DVC-tracked file, its schema the image tensors, its profile the counts, the
+    layout and the DVC remote. ``context`` is MLflow's input context ("training", "eval")."""
+    import numpy as np
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.types import Schema, TensorSpec
+
+    res = int(meta["resolution"])
+    parts = {"image": meta} if meta["layout"] == "images" else meta["parts"]
+    specs = [TensorSpec(np.dtype("uint8"), (-1, int(info["channels"]), res, res), name)
+             for name, info in parts.items()]
+    specs += [TensorSpec(np.dtype("int64"), (-1,), "label" if name == "image" else f"{name}_label")
+              for name, info in parts.items() if info.get("labelled")]
+    path = f"data/prepared/{split}.pt"
+    profile = {"split": split, "count": meta[f"{split}_count"], "layout": meta["layout"], "dvc_path": path,
+               **({"dvc_remote": remote} if remote else {})}
+    if split == "train" and "augmented_count" in meta:
+        profile.update(augmented_count=meta["augmented_count"], static_augment=meta.get("static", []))
+    with warnings.catch_warnings():  # "did you mean a local path": a relative path is what DVC tracks
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(path)
+    dataset = MetaDataset(source=source, name=f"{meta['source']}-{split}", digest=meta["hash"],
+                          schema=Schema(specs))
+    d = dataset.to_dict()  # a MetaDataset has no profile of its own: the entity carries ours
+    entity = Dataset(name=d["name"], digest=d["digest"], source_type=d["source_type"], source=d["source"],
+                     schema=d["schema"], profile=json.dumps(profile))
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
+
+
 def dvc_stage_hash(stage: str, lock: Path = Path("dvc.lock")) -> str:
     """A short hash of ``stage``'s entry in dvc.lock (deps, params, outs), or 'none'."""
     import hashlib
-    import json
 
     import yaml
 

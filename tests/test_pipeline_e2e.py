@@ -67,6 +67,18 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert len(mv.tags["git_commit"]) == 40 and mv.tags["dvc_stage_hash"] != "none"
     run_ = client.get_run(mv.run_id)
     assert run_.data.params["model.variant"] == "dcgan"
+    # MLflow's own conventions: the system tags its UI shows, the data as dataset inputs (searchable)
+    head = run(["git", "rev-parse", "HEAD"], tiny_repo).stdout.strip()
+    tags = run_.data.tags
+    assert tags["mlflow.source.git.commit"] == head and tags["mlflow.source.name"] == "gans train"
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    meta = json.loads((tiny_repo / "data/prepared/meta.json").read_text())
+    inputs = {i.dataset.name: (i.dataset.digest, {t.key: t.value for t in i.tags}["mlflow.data.context"],
+                               json.loads(i.dataset.profile)["count"]) for i in run_.inputs.dataset_inputs}
+    assert inputs == {"digits-train": (meta["hash"], "training", meta["train_count"]),
+                      "digits-holdout": (meta["hash"], "eval", meta["holdout_count"])}, inputs
+    found = client.search_runs([run_.info.experiment_id], filter_string=f"dataset.digest = '{meta['hash']}'")
+    assert [r.info.run_id for r in found] == [mv.run_id]
     assert run_.data.tags["component.loss"] == "non-saturating"
     history = client.get_metric_history(mv.run_id, "loss_d")
     assert [m.step for m in history] == list(range(5, 41, 5))

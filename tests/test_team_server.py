@@ -203,7 +203,11 @@ def test_run_metrics_on_the_team_server(client, team_repo: Path) -> None:
     ev = json.loads((team_repo / "metrics/eval.json").read_text())
     assert run_.info.run_id == train["run_id"] and run_.info.status == "FINISHED"
     assert run_.data.params["model.variant"] == "dcgan" and run_.data.tags["variant"] == "dcgan"
-    assert len(run_.data.tags["git_commit"]) == 40
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=team_repo, capture_output=True, text=True).stdout.strip()
+    assert run_.data.tags["mlflow.source.git.commit"] == head and run_.data.tags["mlflow.source.name"] == "gans train"
+    inputs = {i.dataset.name: i.dataset.digest for i in run_.inputs.dataset_inputs}
+    source = run_.data.tags["data_source"]
+    assert inputs == {f"{source}-train": train["data_hash"], f"{source}-holdout": train["data_hash"]}, inputs
     assert [m.step for m in client.get_metric_history(run_.info.run_id, "loss_d")] == list(range(5, 41, 5))
     assert [m.step for m in client.get_metric_history(run_.info.run_id, "fid")] == [20, 40]
     for key in ("fid", "is", "kid", "precision", "recall"):
