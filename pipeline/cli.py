@@ -201,7 +201,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # rows of data.resolution images can need with a 413, unread. SERVING_MODEL_CONFIG is the model_config
     # the scoring server loads the model with (load_model_with_mlflow_config): max_rows from these params,
     # not from those at registration.
-    limits = {"max_rows": params.serve.max_rows, "resolution": params.data.resolution}
+    # MLflow drops a column the signature does not name, without a word to the client: the guard refuses it.
+    limits = {"max_rows": params.serve.max_rows, "resolution": params.data.resolution,
+              "columns": _model_columns(model, uri)}
     env.update(UVICORN_HTTP="pipeline.serving:GuardedH11Protocol", GANS_SERVE_LIMITS=json.dumps(limits),
                SERVING_MODEL_CONFIG=json.dumps({"max_rows": params.serve.max_rows}))
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
@@ -212,6 +214,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
           f"http://{host}:{port}/invocations -d '{example}'", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
     return 0  # not reached
+
+
+def _model_columns(model: str, uri: str) -> list[str] | None:
+    """The input columns of ``model``'s signature, or None when it cannot be read here (``mlflow models
+    serve`` then says why it cannot load the model)."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        signature = get_model_info(model).signature
+    except Exception:  # noqa: BLE001 - a missing model or store is reported by the server itself
+        return None
+    return None if signature is None else signature.inputs.input_names()
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

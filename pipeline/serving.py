@@ -43,10 +43,10 @@ def signature(conditional: bool) -> ModelSignature:
     """The ``generate`` signature: seed (and label) -> png. The columns are typed ``Any``, not ``long``: for a
     ``long`` column MLflow's scoring server casts the parsed JSON with ``astype(int64)`` before the model sees
     it (``cast_df_types_according_to_schema``), so a label 2.5 became 2, a seed ``true`` became 1 and ``"3"``
-    became 3, all answered 200. Untyped, the JSON values reach :func:`validate_rows`, which names the row."""
-    columns = [ColSpec(AnyType(), "seed")]
-    if conditional:
-        columns.append(ColSpec(AnyType(), "label"))
+    became 3, all answered 200. Untyped, the JSON values reach :func:`validate_rows`, which names the row.
+    An unconditional generator names ``label`` too, optional: MLflow drops the columns a signature does not
+    name, so a label sent to it would be ignored without a word; named, it reaches the model, which refuses it."""
+    columns = [ColSpec(AnyType(), "seed"), ColSpec(AnyType(), "label", required=conditional)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -81,6 +81,11 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
     _check_table(frame, required="seed", max_rows=max_rows, example='{"seed": 0}')
     seeds = _int_column(frame["seed"], "seed", 0, MAX_SEED)
     labels = None
+    if not num_classes and "label" in frame.columns:
+        given = [i for i, v in enumerate(frame["label"].tolist()) if not _missing(v)]
+        if given:
+            raise _bad(f"row {given[0]}: 'label' given, but this generator is unconditional (trained without "
+                       "labels): drop 'label'")
     if num_classes:
         if "label" not in frame.columns:
             raise _bad(f"this generator is class-conditional: every row needs 'label' in 0..{num_classes - 1}")
@@ -88,11 +93,15 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
     return seeds, labels
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))  # pandas turns a missing or null cell into NaN
+
+
 def _int_column(column: pd.Series, name: str, low: int, high: int) -> list[int]:
     """Integers (or floats that hold one exactly, like 2.0) in low..high; bools, strings, 2.5 are refused."""
     values = column.tolist()
     for i, v in enumerate(values):  # what is wrong with a row itself first
-        if v is None or (isinstance(v, float) and math.isnan(v)):  # pandas turns a missing or null cell into NaN
+        if _missing(v):
             raise _bad(f"row {i}: '{name}' is missing or null; every row needs an integer '{name}'")
         integral = isinstance(v, numbers.Integral) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
         if isinstance(v, bool) or not integral:
@@ -217,8 +226,8 @@ class RequestGuard:
     sent: without a Content-Type MLflow answered 500, and its CSV parser needs typed columns, which the
     generate signature no longer has (see :func:`signature`). Everything else passes through."""
 
-    def __init__(self, app: Any, *, max_bytes: int, max_rows: int) -> None:
-        self.app, self.max_bytes, self.max_rows = app, max_bytes, max_rows
+    def __init__(self, app: Any, *, max_bytes: int, max_rows: int, columns: list[str] | None = None) -> None:
+        self.app, self.max_bytes, self.max_rows, self.columns = app, max_bytes, max_rows, columns
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -235,7 +244,7 @@ class RequestGuard:
             await _error(send, 415, "BAD_REQUEST", f"the request has {got}; this server takes JSON: send "
                          'Content-Type: application/json and a body like {"dataframe_records": [...]}')
             return
-        if length is not None:  # h11 delivers exactly that many bytes
+        if length is not None and self.columns is None:  # h11 delivers exactly that many bytes
             await self.app(scope, receive, send)
             return
         body, more = bytearray(), True
@@ -248,12 +257,46 @@ class RequestGuard:
             if len(body) > self.max_bytes:
                 await self._too_large(send, f"the request body is over {len(body)} bytes")
                 return
+        unknown = unknown_column(bytes(body), self.columns) if self.columns is not None else None
+        if unknown:
+            await _error(send, 400, "INVALID_PARAMETER_VALUE", unknown)
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _too_large(self, send: Any, what: str) -> None:
         await _error(send, 413, "REQUEST_LIMIT_EXCEEDED",
                      f"{what}; this server takes at most {self.max_bytes} bytes, enough for serve.max_rows "
                      f"({self.max_rows}) rows: send at most {self.max_rows} rows per request")
+
+
+def unknown_column(body: bytes, columns: list[str]) -> str | None:
+    """The message for the first column of a JSON request body that is not among ``columns`` (MLflow drops
+    such a column with a log line, so a misspelt ``lable`` or a ``colour`` would be ignored), else None. Only
+    named columns are checked (``dataframe_records``, ``dataframe_split``, ``inputs`` and ``instances`` as
+    records or as a mapping of columns); a body that does not parse is left to MLflow's own errors."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    forms = [(k, v) for k, v in payload.items() if k != "params"]  # inference params travel beside the data
+    if len(forms) != 1:
+        return None
+    (form, data), = forms
+    if form == "dataframe_split" and isinstance(data, dict) and isinstance(data.get("columns"), list):
+        named = [("", data["columns"])]
+    elif form in ("dataframe_records", "inputs", "instances") and isinstance(data, list):
+        named = [(f"row {i}: ", list(row)) for i, row in enumerate(data) if isinstance(row, dict)]
+    elif form in ("inputs", "instances") and isinstance(data, dict):
+        named = [("", list(data))]
+    else:
+        return None
+    for where, names in named:
+        for name in names:
+            if name not in columns:
+                return f"{where}unknown column {name!r}; this model takes {', '.join(columns)}"
+    return None
 
 
 def _replay(body: bytes, receive: Any) -> Any:
@@ -275,11 +318,12 @@ async def _error(send: Any, status: int, code: str, message: str) -> None:
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (its default where httptools is not installed, as here) with the app behind a
-    :class:`RequestGuard` whose limits come from GANS_SERVE_LIMITS (``{"max_rows": N, "resolution": R}``)."""
+    :class:`RequestGuard` whose limits come from GANS_SERVE_LIMITS (``{"max_rows": N, "resolution": R,
+    "columns": [...]}``; without ``columns`` no column is checked)."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         limits = json.loads(os.environ[LIMITS_ENV])
         max_rows = int(limits["max_rows"])
-        self.app = RequestGuard(self.app, max_rows=max_rows,
+        self.app = RequestGuard(self.app, max_rows=max_rows, columns=limits.get("columns"),
                                 max_bytes=max_request_bytes(max_rows, int(limits["resolution"])))

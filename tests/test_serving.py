@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from types import SimpleNamespace
 
 import pandas as pd
@@ -15,7 +16,7 @@ from gans.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from gans.data import load_dataset
 from gans.families import build_trainer
 from gans.io import save_torch
-from pipeline.serving import ArtifactModel, signature_of, validate_translate_rows
+from pipeline.serving import ArtifactModel, signature_of, unknown_column, validate_rows, validate_translate_rows
 
 
 def _png(image: torch.Tensor) -> str:
@@ -81,3 +82,29 @@ def test_bad_translation_rows_get_a_400_naming_row_and_column(translator: Artifa
     with pytest.raises(MlflowException) as err:
         translator.predict(None, pd.DataFrame(rows))
     assert err.value.get_http_status_code() == 400 and fragment in err.value.message
+
+
+def test_a_label_for_an_unconditional_generator_is_refused_not_dropped() -> None:
+    sig = signature_of(SimpleNamespace(kind="generate", num_classes=0))
+    assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", True), ("label", False)]
+    assert validate_rows(pd.DataFrame([{"seed": 1}]), num_classes=0, max_rows=4) == ([1], None)
+    # a row without a label beside one with: pandas fills the gap with NaN, which is "no label"
+    frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "label": 3}])
+    with pytest.raises(MlflowException, match="row 1: 'label' given, but this generator is unconditional"):
+        validate_rows(frame, num_classes=0, max_rows=4)
+    assert validate_rows(pd.DataFrame([{"seed": 1, "label": None}]), num_classes=0, max_rows=4) == ([1], None)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"dataframe_records": [{"seed": 0}, {"seed": 1, "lable": 2}]}, "row 1: unknown column 'lable'"),
+    ({"dataframe_split": {"columns": ["seed", "size"], "data": [[0, 1]]}}, "unknown column 'size'"),
+    ({"inputs": {"seed": [0], "colour": ["red"]}}, "unknown column 'colour'"),
+    ({"instances": [{"seed": 0, "x": 1}]}, "row 0: unknown column 'x'"),
+    ({"dataframe_records": [{"seed": 0, "label": 1}], "params": {"a": 1}}, None),  # params travel beside
+    ({"dataframe_records": [{"seed": 0}]}, None),
+    ({"rows": [{"x": 1}]}, None),  # not an MLflow form: MLflow's own error
+])
+def test_the_request_guard_names_an_unknown_column(body: dict, message: str | None) -> None:
+    found = unknown_column(json.dumps(body).encode(), ["seed", "label"])
+    assert found == (None if message is None else f"{message}; this model takes seed, label")
+    assert unknown_column(b"{not json", ["seed"]) is None

@@ -1,8 +1,8 @@
 """Serving payloads against real model servers started by `gans serve`: every row of the "Serving payloads"
 table in docs/bad-inputs.md, a million-row body refused unread, and fuzzed payloads that never get a 5xx.
 
-One registry and one server per artifact kind (a class-conditional generator, a two-way translator) for the
-whole module: a scoring server serves one model, and each start costs seconds."""
+One registry and one server per artifact kind (a class-conditional generator, an unconditional one, a two-way
+translator) for the whole module: a scoring server serves one model, and each start costs seconds."""
 
 from __future__ import annotations
 
@@ -37,7 +37,8 @@ pytestmark = pytest.mark.e2e
 
 MAX_ROWS = 4  # serve.max_rows when serving; the models are registered with the default (64)
 NUM_CLASSES = 10
-KINDS = {"generator": ("cgan", "digits", "noise-to-image"), "translator": ("cyclegan", "digits-mnist5k", "translation")}
+KINDS = {"generator": ("cgan", "digits", "noise-to-image"), "unconditional": ("dcgan", "digits", "noise-to-image"),
+         "translator": ("cyclegan", "digits-mnist5k", "translation")}
 
 
 def _png(width: int, height: int, channels: int = 1) -> str:
@@ -46,6 +47,7 @@ def _png(width: int, height: int, channels: int = 1) -> str:
 
 
 GOOD = {"generator": {"dataframe_records": [{"seed": 5, "label": 2}]},
+        "unconditional": {"dataframe_records": [{"seed": 5}]},
         "translator": {"dataframe_records": [{"image": _png(16, 16), "direction": "a2b"}]}}
 
 
@@ -120,7 +122,7 @@ def _message(resp: requests.Response) -> str:
 # The table ---------------------------------------------------------------------------------------------
 
 ROW = re.compile(r"\| (S\d+) \| `(.+)` \| (\d{3}) \| `(.+)` \|")
-PAYLOAD = re.compile(r"(generator|translator)(?: \(([^)]*)\))?: (.*)")
+PAYLOAD = re.compile(r"(generator|unconditional|translator)(?: \(([^)]*)\))?: (.*)")
 
 
 def _table() -> list[tuple[str, str, int, str]]:
@@ -140,10 +142,10 @@ def _request(payload: str) -> tuple[str, bytes, dict[str, str]]:
     return kind, body.encode(), headers
 
 
-def test_the_table_covers_both_kinds_and_the_required_cases() -> None:
+def test_the_table_covers_every_kind_and_the_required_cases() -> None:
     rows = _table()
     assert len(rows) >= 15 and [r[0] for r in rows] == [f"S{i}" for i in range(1, len(rows) + 1)]
-    assert {_request(r[1])[0] for r in rows} == {"generator", "translator"}
+    assert {_request(r[1])[0] for r in rows} == set(KINDS)
     assert {413, 415, 400, 200} <= {r[2] for r in rows}
 
 
@@ -200,8 +202,8 @@ def _acceptable(rows: list[dict]) -> bool:
     """Whether a generate request of these rows must get 200: 1..max_rows rows, each with an integer seed and
     label in range (a float only where it holds the integer exactly, and no integer from 2**53 on in a column
     that holds a float, since pandas reads such a column as floats)."""
-    if not 1 <= len(rows) <= MAX_ROWS:
-        return False
+    if not 1 <= len(rows) <= MAX_ROWS or any(set(row) - {"seed", "label"} for row in rows):
+        return False  # too few or too many rows, or a column the model does not take
     for name, high in (("seed", MAX_SEED), ("label", NUM_CLASSES - 1)):
         column = [row.get(name) for row in rows]
         has_float = any(isinstance(v, float) for v in column)
