@@ -83,6 +83,22 @@ def version_tags(eval_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dic
     return tags
 
 
+def version_description(tags: dict[str, str], eval_metrics: dict[str, Any]) -> str:
+    """The model version's description, which the registry UI shows: what the model is, what it was trained
+    on, and how it scored (from eval.json), with the metric that decides the champion."""
+    skip = {"num_samples", "num_real", "step", "higher_is_better"}
+    scores = ", ".join(f"{k} {float(v):.4g}" for k, v in eval_metrics.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in skip)
+    directions = f", {tags['directions']}" if tags.get("directions") else ""
+    order = "higher" if tags.get("higher_is_better") == "true" else "lower"
+    experiment = f"; DVC experiment {tags['dvc_experiment']}" if tags.get("dvc_experiment") else ""
+    return (f"{tags['variant']} ({tags['family']}{directions}) trained on {tags['data_source']} "
+            f"(data {tags['data_hash']}) for {eval_metrics.get('step', '?')} steps, commit "
+            f"{tags.get('git_commit', 'unknown')[:12]}{experiment}. Evaluated on {tags['num_samples']} samples "
+            f"with {tags['extractor']} features (evaluator {tags['evaluator_id']}): {scores}. The champion is "
+            f"chosen by {tags['metric']} ({order} is better).")
+
+
 class RegistryError(StageError):
     """The registry cannot be read or written as registration needs; nothing was promoted."""
 
@@ -114,6 +130,8 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
     name = params.register.model_name
     tags = {**version_tags(eval_metrics, data_meta), "git_commit": tracking.git_commit(),
             "dvc_stage_hash": tracking.dvc_stage_hash("train"), "generator_hash": generator_hash}
+    if os.environ.get("DVC_EXP_NAME"):  # `dvc exp run` / `gans sweep`: the experiment that made this version
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
     with registry_lock(tracking.resolve_uri(params.tracking.uri)):
         version, run_id = _existing_version(client, name, generator_hash)
         if version is None:
@@ -122,6 +140,7 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
         else:  # a rerun: the same file's version, tagged as of this evaluation
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
+        client.update_model_version(name, version, description=version_description(tags, eval_metrics))
         client.set_registered_model_alias(name, "challenger", version)
         champion = _current_champion(client, name)
         if champion is not None and champion[0] == version:
@@ -176,7 +195,7 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
     import mlflow
 
     from gans.families import load_artifact
-    from pipeline.serving import signature_of
+    from pipeline.serving import input_example_of, signature_of
 
     if run_id:
         try:
@@ -185,13 +204,15 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
             run_id = None
     logged = _logged_model(client, run_id, tags["generator_hash"]) if run_id else None
     if logged is None:
-        model_signature = signature_of(load_artifact(generator_path, "cpu"))  # the rows its artifact kind takes
+        artifact = load_artifact(generator_path, "cpu")
+        model_signature = signature_of(artifact)  # the rows its artifact kind takes
         # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
         run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
         with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
             logged = mlflow.pyfunc.log_model(
                 name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
                 artifacts={"generator": str(generator_path)}, signature=model_signature,
+                input_example=input_example_of(artifact),
                 model_config={"max_rows": params.serve.max_rows}, tags={"generator_hash": tags["generator_hash"]},
                 pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
             )

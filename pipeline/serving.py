@@ -65,6 +65,22 @@ def signature_of(artifact: Any) -> ModelSignature:
     return signature(bool(artifact.num_classes))
 
 
+def input_example_of(artifact: Any) -> pd.DataFrame:
+    """Two good rows for the artifact's kind, logged with the model (the registry UI shows them, and MLflow
+    checks the model answers them): seeds 0 and 1 (with labels 0 and 1), or a blank image of the model's size
+    in each direction."""
+    if artifact.kind == "translate":
+        directions = list(artifact.directions)
+        images = [base64.b64encode(png_bytes(torch.zeros(artifact.in_channels(d), artifact.resolution,
+                                                         artifact.resolution, dtype=torch.uint8))).decode("ascii")
+                  for d in directions]
+        return pd.DataFrame({"image": images, "direction": directions})
+    rows = pd.DataFrame({"seed": [0, 1]})
+    if artifact.num_classes:
+        rows["label"] = [0, 1 % artifact.num_classes]
+    return rows
+
+
 def _check_table(frame: Any, *, required: str, max_rows: int, example: str) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise _bad(f"expected a table of rows with column '{required}'")

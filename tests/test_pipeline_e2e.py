@@ -65,6 +65,16 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert mv.tags["evaluator_id"] == ev["evaluator_id"]
     assert float(mv.tags["fid"]) == pytest.approx(ev["fid"])
     assert len(mv.tags["git_commit"]) == 40 and mv.tags["dvc_stage_hash"] != "none"
+    assert mv.description.startswith("dcgan (noise-to-image) trained on digits") and f"fid {ev['fid']:.4g}" in \
+        mv.description and "chosen by fid (lower is better)" in mv.description, mv.description
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        info = mlflow.models.get_model_info(f"models:/gan-generator/{mv.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label"]
     run_ = client.get_run(mv.run_id)
     assert run_.data.params["model.variant"] == "dcgan"
     # MLflow's own conventions: the system tags its UI shows, the data as dataset inputs (searchable)

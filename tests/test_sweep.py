@@ -150,6 +150,9 @@ def test_sweep_runs_dvc_experiments_nested_under_one_mlflow_run(tmp_path: Path) 
         assert {"config/params.yaml", "config/dvc.lock", "config/params.resolved.yaml"} <= config
         assert {f"metrics/{m}.json" for m in ("train", "eval", "evaluator", "register")} <= metrics
     assert parent.data.metrics["best_fid"] == pytest.approx(fids[0], abs=1e-3)
+    versions = client.search_model_versions("name='gan-generator'")  # each version names its experiment
+    assert sorted(v.tags.get("dvc_experiment") for v in versions) == names
+    assert all(f"DVC experiment {v.tags['dvc_experiment']}" in v.description for v in versions)
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"sweep.txt", "sweep.json"}
 
     # DVC: the experiments are git refs that exp show and metrics diff read; the workspace is untouched.
