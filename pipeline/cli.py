@@ -348,6 +348,7 @@ SERVE_EXAMPLES = {"generate": '{"dataframe_records": [{"seed": 0}]}',
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline import paths
     from pipeline.files import read_json
+    from pipeline.tracking import ui_links
 
     params = _params(args)
     ev = read_json(paths.EVAL_METRICS, "evaluate") if paths.EVAL_METRICS.is_file() else None
@@ -365,6 +366,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
     uri = params.tracking.uri
     print(f"compare runs: open {uri}" if uri.startswith(("http://", "https://"))
           else f"compare runs: mlflow ui --backend-store-uri {uri}")
+    for what, url in ui_links(uri, (tr or {}).get("run_id"), *((reg["model_name"], reg["version"]) if reg else ())):
+        print(f"{what}: {url}")
     print(f"serve the champion: gans serve   (then POST /invocations {SERVE_EXAMPLES[ev.get('artifact', 'generate')]})")
     return 0
 

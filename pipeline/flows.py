@@ -30,7 +30,8 @@ from pipeline import dvcrun, paths
 from pipeline.params import load_params, record_prepare_params
 from pipeline.files import read_json
 from pipeline.stages import STAGES, StageError
-from pipeline.tracking import ServiceUnavailable, probe
+from pipeline import tracking
+from pipeline.tracking import ServiceUnavailable, probe, ui_links
 
 # What each stage writes that the flow hands on as the stage's result.
 RESULT_FILES = {
@@ -114,7 +115,8 @@ def register_task(params_file: str, overrides: list[str], via_dvc: bool = False)
     return _run_stage("register", params_file, overrides, via_dvc)
 
 
-def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], registered: dict[str, Any]) -> str:
+def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], registered: dict[str, Any],
+                     links: list[tuple[str, str]] = ()) -> str:
     """The run summary: what trained, its family's metrics, what it was evaluated on, the registry's verdict."""
     from gans.families import family_named
 
@@ -129,6 +131,7 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
         ("model version", f"{registered['model_name']} v{registered['version']}"),
         ("champion", "yes" if registered["champion"] else f"no: {registered['reason']}"),
     ]
+    rows += [(what, f"[{url}]({url})") for what, url in links]  # on a tracking server
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"# GAN pipeline run\n\n| metric | value |\n| --- | --- |\n{table}\n\n"
             f"Sample grid: `{paths.GRID.resolve()}`\n")
@@ -150,8 +153,10 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
     evaluation = evaluate_task(params_file, o, via_dvc)
     registered = register_task(params_file, o, via_dvc)
     lineage = "dvc.lock (stages run through DVC)" if via_dvc else why
-    create_markdown_artifact(key="gan-pipeline-summary",
-                             markdown=metrics_markdown(trained, evaluation, registered) + f"\nLineage: {lineage}\n",
+    links = ui_links(tracking.resolve_uri(load_params(params_file, o).tracking.uri), trained.get("run_id"),
+                     registered["model_name"], registered["version"])
+    markdown = metrics_markdown(trained, evaluation, registered, links) + f"\nLineage: {lineage}\n"
+    create_markdown_artifact(key="gan-pipeline-summary", markdown=markdown,
                              description="metrics of the latest pipeline run")
     return {"train": trained, "evaluate": evaluation, "register": registered}
 

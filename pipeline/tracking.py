@@ -146,6 +146,25 @@ def dataset_input(meta: dict[str, Any], split: str, context: str, remote: str | 
     return DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
 
 
+def ui_links(uri: str, run_id: str | None, model_name: str | None = None,
+             version: int | None = None) -> list[tuple[str, str]]:
+    """[(what, URL)] of the training run and the model version in the MLflow UI of a tracking server (none
+    for a local store, whose UI `mlflow ui` serves wherever it is started, or when the run cannot be read)."""
+    if not uri.startswith(("http://", "https://")) or not run_id:
+        return []
+    import mlflow
+
+    base = uri.rstrip("/")
+    try:
+        experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - a link is a convenience: without the run, no link
+        return []
+    links = [("MLflow run", f"{base}/#/experiments/{experiment}/runs/{run_id}")]
+    if model_name and version is not None:
+        links.append(("model version", f"{base}/#/models/{model_name}/versions/{version}"))
+    return links
+
+
 def dvc_stage_hash(stage: str, lock: Path = Path("dvc.lock")) -> str:
     """A short hash of ``stage``'s entry in dvc.lock (deps, params, outs), or 'none'."""
     import hashlib

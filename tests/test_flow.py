@@ -110,3 +110,7 @@ def test_the_summary_shows_the_family_s_metrics() -> None:
                 "| FID b2a | 6.000 |", "| champion | no: not comparable |"):
         assert row in md, row
     assert "| IS |" not in md  # a translator has no Inception Score
+    assert "MLflow run" not in md  # a local store: no server to link to
+    url = "http://mlflow.example.com:5000/#/models/digits2mnist/versions/3"
+    assert f"| model version | [{url}]({url}) |" in metrics_markdown(train, evaluation, registered,
+                                                                    [("model version", url)])

@@ -196,6 +196,17 @@ def _training_run(client):
     return exp, runs[0]
 
 
+def test_summary_links_the_run_and_the_version_on_the_server(client, team_repo: Path,
+                                                            mlflow_server: MlflowServer) -> None:
+    exp, run_ = _training_run(client)
+    registered = json.loads((team_repo / "metrics/register.json").read_text())
+    out = run(["gans", "summary"], team_repo).stdout
+    base = mlflow_server.url.rstrip("/")
+    assert f"MLflow run: {base}/#/experiments/{exp.experiment_id}/runs/{run_.info.run_id}" in out, out
+    assert f"model version: {base}/#/models/{MODEL}/versions/{registered['version']}" in out, out
+    assert requests.get(base, timeout=30).status_code == 200  # the UI those links open
+
+
 def test_run_metrics_on_the_team_server(client, team_repo: Path) -> None:
     exp, run_ = _training_run(client)
     assert exp.artifact_location.startswith("mlflow-artifacts:"), exp.artifact_location  # proxied by the server
