@@ -42,9 +42,12 @@ class TrackingConfig:
 
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "gans"
+    system_metrics_every: float = 10.0  # seconds between CPU/memory/GPU samples of a training run; 0: off
 
     def validate(self, where: str) -> None:
         require(bool(self.uri.strip()), f"{where}.uri", "must not be empty")
+        require(self.system_metrics_every == 0 or 0.5 <= self.system_metrics_every <= 3600,
+                f"{where}.system_metrics_every", f"got {self.system_metrics_every}; expected 0 (off) or 0.5..3600 seconds")
         from urllib.parse import parse_qsl, urlsplit
 
         try:

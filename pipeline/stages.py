@@ -210,7 +210,12 @@ def _train(params: Params, recipe, meta: dict[str, Any], aug_cfg: AugmentConfig,
     trainer = Trainer(recipe=recipe, train=params.train, augment=aug_cfg, checkpoint_dir=paths.CHECKPOINTS,
                       fingerprint=fp, reporter=reporter, evaluate_fn=evaluate_fn,
                       extra={"run_id": run_id} if run_id else None)
-    result = trainer.fit()
+    monitor = _system_metrics(params, run_id) if reporter is not None else None
+    try:
+        result = trainer.fit()
+    finally:
+        if monitor is not None:
+            monitor.finish()
     key = recipe.primary_metric
     metrics = {"steps": result.steps, "resumed_from": result.resumed_from, "ada_p": result.ada_p,
                "img_per_s": result.img_per_s, "seconds": result.seconds, "variant": result.variant,
@@ -228,6 +233,18 @@ def _train(params: Params, recipe, meta: dict[str, Any], aug_cfg: AugmentConfig,
             reporter.guard("finishing the run", _finish_train_run, reporter, metrics)
     trainer.close()  # the other ranks wait here for rank 0's files (on an error torchrun stops them all)
     return metrics
+
+
+def _system_metrics(params: Params, run_id: str) -> Any | None:
+    """The run's system metrics monitor (tracking.system_metrics_every), or None; failing to start it is a
+    warning, and the rest of the tracking goes on."""
+    from pipeline import tracking
+
+    try:
+        return tracking.system_metrics(params.tracking, run_id)
+    except Exception as err:  # noqa: BLE001 - the metrics are a convenience, never a failed training
+        print(f"warning: MLflow system metrics are off ({type(err).__name__}: {err})", file=sys.stderr)
+        return None
 
 
 def _finish_train_run(reporter, metrics: dict[str, Any]) -> None:

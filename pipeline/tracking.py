@@ -146,6 +146,21 @@ def dataset_input(meta: dict[str, Any], split: str, context: str, remote: str | 
     return DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])
 
 
+def system_metrics(cfg: TrackingConfig, run_id: str) -> Any | None:
+    """MLflow's system metrics monitor (``system/cpu_utilization_percentage``, memory, disk, network and, with
+    nvidia-ml-py installed, GPU utilisation and memory) sampling every ``tracking.system_metrics_every``
+    seconds into ``run_id``, continuing the steps of a resumed run; None when that is 0. Stop it with
+    ``.finish()``."""
+    if not cfg.system_metrics_every:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=cfg.system_metrics_every, resume_logging=True,
+                                   tracking_uri=resolve_uri(cfg.uri))
+    monitor.start()
+    return monitor
+
+
 def ui_links(uri: str, run_id: str | None, model_name: str | None = None,
              version: int | None = None) -> list[tuple[str, str]]:
     """[(what, URL)] of the training run and the model version in the MLflow UI of a tracking server (none
@@ -239,11 +254,12 @@ class MlflowReporter:
         self.run_id = run_id
         self.failed = False
 
-    def guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    def guard(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or None once tracking has failed (the first failure is a warning)."""
         if self.failed:
-            return
+            return None
         try:
-            fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except Exception as err:
             self.failed = True
             print(f"warning: MLflow {what} failed ({type(err).__name__}: {err}); training goes on without tracking",

@@ -77,3 +77,36 @@ def test_unlabelled_domains_need_inception_features(tmp_path: Path, monkeypatch:
 
     assert periodic_score(inception, torch.device("cpu")) is None  # no classifiers, no periodic FID
     assert json.loads(Path("metrics/evaluator.json").read_text())["id"] == "none"
+
+
+@pytest.mark.parametrize("every", [0.5, 0])
+def test_training_runs_log_system_metrics_unless_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             every: float) -> None:
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    params = _params(data={"max_images": 100}, tracking={"uri": uri, "system_metrics_every": every},
+                     train={"steps": 30, "eval_every": 0, "sample_every": 1000, "checkpoint_every": 30})
+    stages.prepare(params)
+    stages.augment(params)
+    # at least a few sampling intervals of training: the monitor's first sample comes after one interval
+    monkeypatch.setattr(stages.Trainer, "fit", _slow(stages.Trainer.fit, seconds=2.0))
+    run_id = stages.train(params)["run_id"]
+    metrics = mlflow.MlflowClient(uri).get_run(run_id).data.metrics
+    system = sorted(k for k in metrics if k.startswith("system/"))
+    if every:
+        assert "system/cpu_utilization_percentage" in system and "system/system_memory_usage_megabytes" in system
+    else:
+        assert system == []
+    mlflow.set_tracking_uri(None)
+
+
+def _slow(fit, seconds: float):
+    import time
+
+    def slow_fit(self):
+        result = fit(self)
+        time.sleep(seconds)
+        return result
+    return slow_fit
