@@ -194,7 +194,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uri = resolve_uri(params.tracking.uri)
     model = args.model or f"models:/{params.register.model_name}@champion"
     host, port = args.host or params.serve.host, args.port or params.serve.port
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+           # mlflow runs `uvicorn` by name: this interpreter's bin first, so an unactivated venv serves too
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     # serve.max_rows, as it is now, bounds both rows and bytes. MLflow's scoring server parses the whole body
     # into a DataFrame before the model can count rows and has no size setting (see pipeline/serving.py), but
     # the uvicorn it runs takes its HTTP protocol from UVICORN_HTTP: ours refuses a body larger than max_rows

@@ -101,7 +101,10 @@ def serve_model(repo: Path, *args: str, log: Path | None = None,
     port = free_port()
     log = Path(log) if log is not None else repo.parent / f"serve-{repo.name}-{port}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(["gans", "serve", "--port", str(port), *args], cwd=repo, env=subprocess_env(),
+        # as from a shell where the venv is not activated: gans serve must find uvicorn by itself
+        env = subprocess_env()
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p and p != BIN)
+        proc = subprocess.Popen([f"{BIN}/gans", "serve", "--port", str(port), *args], cwd=repo, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
