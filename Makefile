@@ -38,6 +38,7 @@ bench: install
 	python bench/perf.py
 	python bench/ada.py
 	python bench/faults.py --seeds 19,1,2
+	python bench/export.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"

@@ -14,7 +14,7 @@ This module holds the protocol and its small value types, and nothing that depen
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
@@ -167,18 +167,41 @@ class EvalContext:
     kid_subset_size: int = 1000
 
 
+@dataclass(frozen=True)
+class Graph:
+    """One network of an artifact as a portable export sees it (:mod:`gans.export`).
+
+    ``module(*inputs)`` returns the image, float (N, C, R, R) in [-1, 1]; ``inputs`` are example inputs in
+    the order ``module`` takes them, each with the batch as its first dimension. When ``pixels_in`` is set,
+    the first input is uint8 pixels and the export converts it to [-1, 1] as the artifact does. ``metadata``
+    describes the inputs for users of the exported file (it is stored in it)."""
+
+    name: str  # the file's stem: "generator", or "generator-a2b" for one direction of a translator
+    module: nn.Module
+    inputs: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    pixels_in: bool = False
+    bounds: dict[str, int] = field(default_factory=dict)  # integer inputs: values lie in 0..bound - 1
+
+
 class Artifact(Protocol):
     """A trained model loaded from its payload. ``kind`` decides the serving row and the sample command:
 
     - ``generate``: attributes ``z_dim``, ``num_classes``; ``generate(seeds, labels) -> uint8 (N, C, R, R)``.
     - ``translate``: attributes ``directions`` (e.g. ("a2b", "b2a")), ``resolution``,
       ``in_channels(direction)``; ``translate(images uint8 (N, C, R, R), direction) -> uint8``.
-    """
+
+    ``graphs()`` gives its networks for export (one per direction), ``describe()`` what a client needs to
+    know (JSON-able: kind, family, variant, classes, resolution, ...)."""
 
     kind: str
     family: str
     variant: str
     payload: dict[str, Any]
+
+    def graphs(self) -> list[Graph]: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)

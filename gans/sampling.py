@@ -11,6 +11,10 @@ from torchvision.utils import make_grid
 from gans.data import to_uint8
 
 
+LATENT_RECIPE = ("the latent of seed s is torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) "
+                 "in float32 on the CPU; a batch stacks one such row per seed")
+
+
 def latents_for_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
     """(len(seeds), z_dim) standard-normal latents; row i depends only on seeds[i]."""
     rows = [torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]

@@ -10,6 +10,7 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -59,6 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
                  "evaluate.seed", "evaluate.kid_subset_size", "train.device", "tracking"),
     "register": ("register", "tracking", "serve.max_rows"),
     "sample": ("register.model_name", "tracking"),
+    "export": ("register.model_name", "tracking"),
     "serve": ("register.model_name", "tracking", "serve", "data.resolution"),
     "summary": ("tracking.uri",),
     "variants": (),
@@ -122,7 +124,7 @@ def check_overrides(command: str, overrides: Sequence[str], params: Any) -> None
 def _not_read(command: str, key: str, text: str, made_with: str) -> str:
     """``KEY: gans CMD does not read it; who does: what to run instead``."""
     stages = [c for c in STAGE_ORDER if _matches(READS[c], key)]
-    others = [c for c in ("sample", "serve", "summary") if _matches(READS[c], key)]
+    others = [c for c in ("sample", "export", "serve", "summary") if _matches(READS[c], key)]
     if stages:
         who = f"the {_and(stages)} stage{'s do' if len(stages) > 1 else ' does'}"
     else:
@@ -204,13 +206,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # the scoring server loads the model with (load_model_with_mlflow_config): max_rows from these params,
     # not from those at registration.
     # MLflow drops a column the signature does not name, without a word to the client: the guard refuses it.
-    limits = {"max_rows": params.serve.max_rows, "resolution": params.data.resolution,
-              "columns": _model_columns(model, uri)}
+    columns, description = _model_info(model, uri)
+    limits = {"max_rows": params.serve.max_rows, "resolution": params.data.resolution, "columns": columns,
+              "description": description}
     env.update(UVICORN_HTTP="pipeline.serving:GuardedH11Protocol", GANS_SERVE_LIMITS=json.dumps(limits),
                SERVING_MODEL_CONFIG=json.dumps({"max_rows": params.serve.max_rows}))
     cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
            "-h", host, "-p", str(port)]
-    print(f"serving {model} from {uri} on http://{host}:{port}/invocations", file=sys.stderr)
+    print(f"serving {model} from {uri} on http://{host}:{port}/invocations "
+          f"(what it takes: GET http://{host}:{port}/model)", file=sys.stderr)
     example = SERVE_EXAMPLES[params.resolved.family.artifact]
     print('try: curl -s -X POST -H "Content-Type: application/json" '
           f"http://{host}:{port}/invocations -d '{example}'", file=sys.stderr)
@@ -218,19 +222,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-def _model_columns(model: str, uri: str) -> list[str] | None:
-    """The input columns of ``model``'s signature, or None when it cannot be read here (``mlflow models
-    serve`` then says why it cannot load the model)."""
+def _model_info(model: str, uri: str) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """The input columns of ``model``'s signature and the description ``GET /model`` answers, or Nones when
+    the model cannot be read here (``mlflow models serve`` then says why it cannot load it)."""
     import mlflow
     from mlflow.models import get_model_info
+
+    from pipeline.serving import describe_model
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
-        signature = get_model_info(model).signature
+        info = get_model_info(model)
     except Exception:  # noqa: BLE001 - a missing model or store is reported by the server itself
-        return None
-    return None if signature is None else signature.inputs.input_names()
+        return None, None
+    columns = None if info.signature is None else info.signature.inputs.input_names()
+    version = info.registered_model_version
+    name, alias = model.removeprefix("models:/").partition("@")[::2]
+    if version is None and model.startswith("models:/") and alias:  # the version the alias names now: the one served
+        with contextlib.suppress(Exception):
+            version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
+    return columns, describe_model(model, info, version=version)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -302,20 +314,67 @@ def _artifact_file(path: str):
                           f"({type(err).__name__})") from None
 
 
-def _champion_artifact(params: Any):
+def _champion_artifact(params: Any, version: int | None = None):
+    """The artifact of the champion of register.model_name, or of its version ``version``."""
     import mlflow
 
     from gans.families import load_artifact
     from pipeline import tracking
 
     tracking.configure(params.tracking)
-    uri = f"models:/{params.register.model_name}@champion"
+    name = params.register.model_name
+    uri = f"models:/{name}@champion" if version is None else f"models:/{name}/{version}"
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri)
     except Exception as err:
-        raise ConfigError(f"register.model_name: no champion of {params.register.model_name!r} in "
+        if version is not None:
+            raise ConfigError(f"--version: no version {version} of {name!r} in {params.tracking.uri} "
+                              f"({type(err).__name__}); see its versions with mlflow ui or gans summary") from None
+        raise ConfigError(f"register.model_name: no champion of {name!r} in "
                           f"{params.tracking.uri} ({type(err).__name__}); run the pipeline first") from None
     return load_artifact(next(Path(local).rglob("generator.pt")), "cpu")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gans.export import FORMATS, OPSET, OUTPUTS, SUFFIX, ExportError, artifact_metadata, export_graph
+
+    params = _params(args)
+    if args.format not in FORMATS:
+        raise ConfigError(f"--format: got {args.format!r}; choose {' or '.join(FORMATS)}")
+    if args.checkpoint and args.version is not None:
+        raise ConfigError("--checkpoint and --version: give one (a generator file, or a registered version)")
+    if args.version is not None and args.version < 1:
+        raise ConfigError(f"--version: got {args.version}; model versions are numbered from 1")
+    artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params, args.version)
+    graphs = {g.name: g for g in artifact.graphs()}
+    if artifact.kind == "translate":
+        if args.direction is None and len(artifact.directions) > 1:
+            raise ConfigError(f"--direction: {artifact.variant} translates {' and '.join(artifact.directions)}; "
+                              f"export one at a time (--direction {artifact.directions[0]})")
+        direction = args.direction or artifact.directions[0]
+        if direction not in artifact.directions:
+            raise ConfigError(f"--direction: got {direction!r}; this model translates {', '.join(artifact.directions)}")
+        graph = graphs[f"generator-{direction}"]
+    else:
+        if args.direction is not None:
+            raise ConfigError(f"--direction: {artifact.variant} generates from seeds; only translation models "
+                              "take a direction")
+        graph = graphs["generator"]
+    out = Path(args.out or f"exports/{graph.name}{SUFFIX[args.format]}")
+    name = params.register.model_name
+    source = args.checkpoint or (f"models:/{name}/{args.version}" if args.version is not None
+                                 else f"models:/{name}@champion")
+    try:
+        diff = export_graph(graph, args.format, out, extra={**artifact_metadata(artifact), "source": source})
+    except ExportError as err:
+        raise ConfigError(f"--format {args.format}: {err}") from None
+    what = f"ONNX opset {OPSET}, any batch size" if args.format == "onnx" else "TorchScript, any batch size"
+    runtime = "ONNX Runtime" if args.format == "onnx" else "torch.jit"
+    print(f"wrote {out} ({what}) from {source}")
+    print("  inputs: " + "; ".join(f"{k}: {v}" for k, v in graph.metadata.items()))
+    print("  outputs: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()))
+    print(f"  checked: max |{runtime} - PyTorch| = {diff:.2g} on 3 random inputs")
+    return 0
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
@@ -409,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
+    p = add("export", cmd_export, "export the champion (or a version, or a generator file) as ONNX or TorchScript")
+    p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")
+    p.add_argument("--checkpoint", help="a generator file (models/generator.pt) instead of the champion")
+    p.add_argument("--direction", help="a translation model's direction (a2b or b2a)")
+    p.add_argument("--out", help="the file to write (default: exports/generator[-DIRECTION].onnx or .pt)")
     add("variants", cmd_variants, "list the variant presets and their components")
     add("summary", cmd_summary, "print the latest run's metrics and what to do next")
     return parser

@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,12 @@ def version_description(tags: dict[str, str], eval_metrics: dict[str, Any]) -> s
     directions = f", {tags['directions']}" if tags.get("directions") else ""
     order = "higher" if tags.get("higher_is_better") == "true" else "lower"
     experiment = f"; DVC experiment {tags['dvc_experiment']}" if tags.get("dvc_experiment") else ""
+    exports = f" For use outside Python, the model's artifacts hold {tags['export']}." if tags.get("export") else ""
     return (f"{tags['variant']} ({tags['family']}{directions}) trained on {tags['data_source']} "
             f"(data {tags['data_hash']}) for {eval_metrics.get('step', '?')} steps, commit "
             f"{tags.get('git_commit', 'unknown')[:12]}{experiment}. Evaluated on {tags['num_samples']} samples "
             f"with {tags['extractor']} features (evaluator {tags['evaluator_id']}): {scores}. The champion is "
-            f"chosen by {tags['metric']} ({order} is better).")
+            f"chosen by {tags['metric']} ({order} is better)." + exports)
 
 
 class RegistryError(StageError):
@@ -116,7 +118,8 @@ def check_evaluated(eval_metrics: dict[str, Any], generator_path: Path) -> str:
 
 
 def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
-                       train_metrics: dict[str, Any], data_meta: dict[str, Any]) -> dict[str, Any]:
+                       train_metrics: dict[str, Any], data_meta: dict[str, Any],
+                       grid_path: Path | None = None) -> dict[str, Any]:
     """Register the generator (once per generator file), set ``challenger``, maybe move ``champion``.
 
     Safe to rerun after a kill at any point: the model version is created with all its tags in one call, and
@@ -136,8 +139,9 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
         version, run_id = _existing_version(client, name, generator_hash)
         if version is None:
             version, run_id = _log_and_register(params, client, exp_id, generator_path,
-                                                train_metrics.get("run_id"), tags)
+                                                train_metrics.get("run_id"), tags, grid_path)
         else:  # a rerun: the same file's version, tagged as of this evaluation
+            tags["export"] = client.get_model_version(name, version).tags.get("export", "")
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
         client.update_model_version(name, version, description=version_description(tags, eval_metrics))
@@ -189,9 +193,10 @@ def _logged_model(client: Any, run_id: str, generator_hash: str) -> Any | None:
 
 
 def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: Path, run_id: str | None,
-                      tags: dict[str, str]) -> tuple[str, str]:
+                      tags: dict[str, str], grid_path: Path | None = None) -> tuple[str, str]:
     """Log the pyfunc model into the training run (or a new run if it is gone), unless a killed register
-    already did, and create the version with all its tags at once."""
+    already did, and create the version with all its tags at once. The model carries, beside the generator
+    file, its portable exports (:func:`portable_exports`) and the evaluation's sample grid."""
     import mlflow
 
     from gans.families import load_artifact
@@ -208,17 +213,50 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
         model_signature = signature_of(artifact)  # the rows its artifact kind takes
         # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
         run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
-        with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
-            logged = mlflow.pyfunc.log_model(
-                name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
-                artifacts={"generator": str(generator_path)}, signature=model_signature,
-                input_example=input_example_of(artifact),
-                model_config={"max_rows": params.serve.max_rows}, tags={"generator_hash": tags["generator_hash"]},
-                pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
-            )
-            run_id = mlflow.active_run().info.run_id
+        with tempfile.TemporaryDirectory() as folder:
+            exports, summary = portable_exports(artifact, Path(folder), generator_hash=tags["generator_hash"])
+            artifacts = {"generator": str(generator_path), **exports}
+            if grid_path is not None and Path(grid_path).is_file():
+                artifacts["sample_grid"] = str(grid_path)
+            with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
+                logged = mlflow.pyfunc.log_model(
+                    name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
+                    artifacts=artifacts, signature=model_signature, input_example=input_example_of(artifact),
+                    model_config={"max_rows": params.serve.max_rows},
+                    metadata={"gans": {**artifact.describe(), "exports": summary}},
+                    tags={"generator_hash": tags["generator_hash"], "export": summary},
+                    pip_requirements=["torch", "torchvision", "pandas", "mlflow"],
+                )
+                run_id = mlflow.active_run().info.run_id
+    tags["export"] = (logged.tags or {}).get("export", "")
     version = mlflow.register_model(logged.model_uri, params.register.model_name, tags=tags)
     return str(version.version), run_id
+
+
+def portable_exports(artifact: Any, folder: Path, *, generator_hash: str) -> tuple[dict[str, str], str]:
+    """Each network of ``artifact`` exported into ``folder`` for use outside Python, verified against
+    PyTorch: ONNX, or TorchScript for a network ONNX cannot express (said on stderr). Returns the pyfunc
+    artifacts ({"onnx": path} or {"onnx_a2b": ..., "onnx_b2a": ...}) and a one-line summary."""
+    from gans.export import OPSET, SUFFIX, ExportError, artifact_metadata, export_graph
+
+    files, notes = {}, []
+    extra = {**artifact_metadata(artifact), "generator_hash": generator_hash}
+    for graph in artifact.graphs():
+        suffix = graph.name.removeprefix("generator").lstrip("-")
+        for fmt in ("onnx", "torchscript"):
+            path = folder / f"{graph.name}{SUFFIX[fmt]}"
+            try:
+                diff = export_graph(graph, fmt, path, extra=extra)
+            except ExportError as err:
+                if fmt == "torchscript":
+                    raise
+                print(f"warning: {err}; exporting TorchScript instead", file=sys.stderr)
+                continue
+            files[f"{fmt}_{suffix}" if suffix else fmt] = str(path)
+            what = f"ONNX opset {OPSET}" if fmt == "onnx" else "TorchScript"
+            notes.append(f"{path.name} ({what}, max |runtime - PyTorch| {diff:.1e})")
+            break
+    return files, "; ".join(notes)
 
 
 @contextlib.contextmanager

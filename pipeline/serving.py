@@ -240,12 +240,18 @@ class RequestGuard:
     read: by its Content-Length, or (chunked, no length) once that many bytes have come; uvicorn discards the
     rest and the connection stays usable. A POST that is not ``application/json`` gets a 415 naming what it
     sent: without a Content-Type MLflow answered 500, and its CSV parser needs typed columns, which the
-    generate signature no longer has (see :func:`signature`). Everything else passes through."""
+    generate signature no longer has (see :func:`signature`). ``GET /model`` answers ``description`` (what
+    the model is and takes: :func:`describe_model`) as JSON. Everything else passes through."""
 
-    def __init__(self, app: Any, *, max_bytes: int, max_rows: int, columns: list[str] | None = None) -> None:
+    def __init__(self, app: Any, *, max_bytes: int, max_rows: int, columns: list[str] | None = None,
+                 description: dict[str, Any] | None = None) -> None:
         self.app, self.max_bytes, self.max_rows, self.columns = app, max_bytes, max_rows, columns
+        self.description = {**(description or {}), "max_rows": max_rows, "max_request_bytes": max_bytes}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and scope["path"].rstrip("/") == "/model":
+            await _json(send, 200, self.description, head=scope["method"] == "HEAD")
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -326,20 +332,42 @@ def _replay(body: bytes, receive: Any) -> Any:
 
 async def _error(send: Any, status: int, code: str, message: str) -> None:
     """An error response shaped like MLflow's own: JSON with ``error_code`` and ``message``."""
-    body = json.dumps({"error_code": code, "message": message}).encode()
+    await _json(send, status, {"error_code": code, "message": message})
+
+
+async def _json(send: Any, status: int, payload: Any, *, head: bool = False) -> None:
+    body = json.dumps(payload, indent=1).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def describe_model(uri: str, info: Any, *, version: str | int | None = None) -> dict[str, Any]:
+    """What ``GET /model`` answers for the model at ``uri`` (its ``mlflow.models.ModelInfo``): what it is
+    (family, variant, kind, classes or directions, resolution, how a seed becomes a latent), the columns it
+    takes and returns, an example request, and its portable exports. ``version``: the registered version
+    (``info`` has none for an alias). Models registered before this description existed give their
+    signature only."""
+    gans = dict((info.metadata or {}).get("gans", {}))
+    sig = info.signature.to_dict() if info.signature is not None else {}
+    example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") == "generate" else
+               json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": "a2b"}]})
+               if gans.get("kind") == "translate" else None)
+    version = version if version is not None else info.registered_model_version
+    return {"model": uri, "version": None if version is None else str(version), "run_id": info.run_id, **gans, "inputs": json.loads(sig.get("inputs") or "null"),
+            "outputs": json.loads(sig.get("outputs") or "null"), "example_request": example,
+            "request": "POST /invocations with Content-Type: application/json"}
 
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol (its default where httptools is not installed, as here) with the app behind a
     :class:`RequestGuard` whose limits come from GANS_SERVE_LIMITS (``{"max_rows": N, "resolution": R,
-    "columns": [...]}``; without ``columns`` no column is checked)."""
+    "columns": [...], "description": {...}}``; without ``columns`` no column is checked)."""
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         limits = json.loads(os.environ[LIMITS_ENV])
         max_rows = int(limits["max_rows"])
         self.app = RequestGuard(self.app, max_rows=max_rows, columns=limits.get("columns"),
+                                description=limits.get("description"),
                                 max_bytes=max_request_bytes(max_rows, int(limits["resolution"])))

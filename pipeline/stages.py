@@ -332,7 +332,7 @@ def register(params: Params) -> dict[str, Any]:
     meta = read_json(paths.AUGMENTED / "meta.json", "augment")
     require_torch_file(paths.GENERATOR, "train")
     result = register_generator(params, generator_path=paths.GENERATOR, eval_metrics=eval_metrics,
-                                train_metrics=train_metrics, data_meta=meta)
+                                train_metrics=train_metrics, data_meta=meta, grid_path=paths.GRID)
     save_json(result, paths.REGISTER_METRICS)
     _log_lineage(params, result["run_id"])
     return result

@@ -120,3 +120,17 @@ def serve_model(repo: Path, *args: str, log: Path | None = None,
     proc.kill()
     proc.wait()
     raise AssertionError(f"the model server (gans serve) did not answer {url}/ping in {timeout:.0f} s:\n{tail(log)}")
+
+
+def model_files(repo: Path, model_uri: str) -> Path:
+    """The files of a registered model (``models:/NAME/N``) in ``repo``'s sqlite store, downloaded."""
+    import mlflow
+
+    uri = f"sqlite:///{repo}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)

@@ -265,14 +265,14 @@ OVERRIDES = {
     "evaluate.seed=1": {"evaluator", "evaluate"},
     "evaluate.features=inception": {"evaluator", "evaluate"},
     "evaluate.num_samples=50": {"evaluate"},
-    "register.model_name=other": {"register", "sample", "serve"},
+    "register.model_name=other": {"register", "sample", "export", "serve"},
     "register.promote=always": {"register"},
-    "tracking.uri=sqlite:///other.db": {"train", "evaluate", "register", "sample", "serve", "summary"},
-    "tracking.experiment=other": {"train", "evaluate", "register", "sample", "serve"},
+    "tracking.uri=sqlite:///other.db": {"train", "evaluate", "register", "sample", "export", "serve", "summary"},
+    "tracking.experiment=other": {"train", "evaluate", "register", "sample", "export", "serve"},
     "serve.max_rows=8": {"register", "serve"},
     "serve.port=6000": {"serve"},
 }
-COMMANDS = ["prepare", "augment", "evaluator", "train", "evaluate", "register", "sample", "serve", "summary",
+COMMANDS = ["prepare", "augment", "evaluator", "train", "evaluate", "register", "sample", "export", "serve", "summary",
             "variants", "flow", "sweep", "deploy"]
 
 

@@ -11,12 +11,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import torch
 from PIL import Image
 
-from conftest import make_project, run, serve_model, subprocess_env, tail, tiny_params
+from conftest import make_project, model_files, run, serve_model, subprocess_env, tail, tiny_params
+from gans.export import run_exported
+from gans.sampling import latents_for_seeds
 
 pytestmark = pytest.mark.e2e
 
@@ -75,6 +78,11 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
     assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label"]
+    # the version carries its ONNX export and the sample grid; its description and metadata say so
+    assert "generator.onnx (ONNX opset 18" in mv.tags["export"] and mv.tags["export"] in mv.description
+    assert info.metadata["gans"]["variant"] == "dcgan" and info.metadata["gans"]["exports"] == mv.tags["export"]
+    files = model_files(tiny_repo, f"models:/gan-generator/{mv.version}")
+    assert (files / "artifacts/grid.png").read_bytes() == (tiny_repo / "samples/grid.png").read_bytes()
     run_ = client.get_run(mv.run_id)
     assert run_.data.params["model.variant"] == "dcgan"
     # MLflow's own conventions: the system tags its UI shows, the data as dataset inputs (searchable)
@@ -123,6 +131,24 @@ def test_served_generator_answers_with_pngs(server: Served) -> None:
     images = [Image.open(io.BytesIO(p)) for p in pngs]
     assert all(img.size == (16, 16) for img in images)
     assert pngs[0] == pngs[2] and pngs[0] != pngs[1]
+
+def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images(server: Served,
+                                                                                  tiny_repo: Path) -> None:
+    described = requests.get(f"{server.url}/model", timeout=30)
+    assert described.status_code == 200, described.text
+    info = described.json()
+    assert info["family"] == "noise-to-image" and info["variant"] == "dcgan" and info["kind"] == "generate"
+    assert [c["name"] for c in info["inputs"]] == ["seed", "label"] and info["max_rows"] == 64
+    assert info["version"] == "1" and "torch.Generator().manual_seed(s)" in info["latent"]
+    assert info["example_request"] == '{"dataframe_records": [{"seed": 0}]}' and "generator.onnx" in info["exports"]
+    # the seed-to-latent recipe it states, through the registered ONNX file in ONNX Runtime: the served images
+    seeds = [0, 1, 99]
+    resp = _invoke(server.url, {"dataframe_records": [{"seed": s} for s in seeds]})
+    served = torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(base64.b64decode(row["png"])))))
+                          for row in resp.json()["predictions"]])
+    onnx_file = model_files(tiny_repo, "models:/gan-generator/1") / "artifacts/generator.onnx"
+    _, pixels = run_exported(onnx_file, "onnx", {"z": latents_for_seeds(seeds, info["z_dim"])})
+    assert (pixels[:, 0].int() - served.int()).abs().max() <= 1 and (pixels[:, 0] == served).float().mean() > 0.99
 
 
 @pytest.mark.parametrize("payload, fragment", [

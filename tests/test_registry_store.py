@@ -102,3 +102,31 @@ def test_a_register_killed_after_logging_the_model_does_not_duplicate_it(project
     again = _register(project, 10.0)
     assert again["version"] == first["version"] and len(client.search_model_versions(f"name='{NAME}'")) == 1
     assert client.get_model_version(NAME, version.version).tags["generator_hash"] == h
+
+
+def test_a_version_carries_its_onnx_export_and_sample_grid(project: Path) -> None:
+    """The registered model holds, beside the generator file, its ONNX export (verified when made) and the
+    evaluation's grid; its description and metadata say what they are."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    Image.new("L", (18, 18)).save(project / "grid.png")
+    result = register_generator(_params(project), generator_path=project / "generator.pt",
+                                eval_metrics=_eval(project, 10.0), train_metrics={},
+                                data_meta={"source": "digits", "hash": "d1"}, grid_path=project / "grid.png")
+    client = _client(project)
+    mv = client.get_model_version(NAME, str(result["version"]))
+    assert "generator.onnx (ONNX opset 18, max |runtime - PyTorch|" in mv.tags["export"]
+    assert f"the model's artifacts hold {mv.tags['export']}" in mv.description
+    mlflow.set_tracking_uri(f"sqlite:///{project}/store.db")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/{mv.version}"))
+        info = mlflow.models.get_model_info(f"models:/{NAME}/{mv.version}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert sorted(p.name for p in (local / "artifacts").iterdir()) == ["generator.onnx", "generator.pt", "grid.png"]
+    session = ort.InferenceSession(str(local / "artifacts/generator.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["z"]
+    gans = info.metadata["gans"]
+    assert gans["kind"] == "generate" and gans["variant"] == "dcgan" and gans["z_dim"] == 8
+    assert gans["exports"] == mv.tags["export"]

@@ -9,13 +9,15 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 import torch
 import yaml
 from PIL import Image
 
-from conftest import make_project, run, serve_model, tiny_params
+from conftest import make_project, model_files, run, serve_model, tiny_params
+from gans.export import run_exported
 
 pytestmark = pytest.mark.e2e
 
@@ -172,6 +174,16 @@ def test_served_cyclegan_takes_a_direction_per_row(cyclegan: Path) -> None:
         assert missing.status_code == 400, missing.text
         unknown = _invoke(url, [{"image": _png(a), "direction": "sideways"}])
         assert unknown.status_code == 400 and "must be one of a2b, b2a" in unknown.text
+        described = requests.get(f"{url}/model", timeout=30).json()
+        assert described["kind"] == "translate" and described["directions"] == ["a2b", "b2a"]
+        assert [c["name"] for c in described["inputs"]] == ["image", "direction"] and described["max_rows"] == 64
+        # each direction's ONNX file, in ONNX Runtime, gives the image the server gives
+        local = model_files(cyclegan, "models:/gan-generator/2")
+        served = resp.json()["predictions"]
+        for i, (direction, image) in enumerate((("a2b", a), ("b2a", b))):
+            _, pixels = run_exported(local / f"artifacts/generator-{direction}.onnx", "onnx", {"source": image[None]})
+            got = torch.from_numpy(np.array(Image.open(io.BytesIO(base64.b64decode(served[i]["png"])))))
+            assert (pixels[0, 0].int() - got.int()).abs().max() <= 1
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -13,13 +13,13 @@ from torch import nn
 
 from gans.config import ModelConfig
 from gans.data import Dataset
-from gans.family import EvalContext, Metric
+from gans.family import EvalContext, Graph, Metric
 from gans.families.noise import evaluate as _evaluate
 from gans.families.noise.nets import NetSpec, build_networks
 from gans.families.noise.recipe import FAMILY, NoiseRecipe, build_objective, build_spec
 from gans.families.noise.variants import PRESETS, Variant, resolve_variant
 from gans.io import load_torch
-from gans.sampling import generate
+from gans.sampling import LATENT_RECIPE, generate
 
 __all__ = ["NOISE", "GeneratorArtifact", "NoiseFamily", "build_objective", "build_spec", "load_generator"]
 
@@ -42,6 +42,32 @@ class GeneratorArtifact:
 
     def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256) -> torch.Tensor:
         return generate(self.generator, seeds, labels, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
+                "num_classes": self.num_classes, "classes": list(self.classes),
+                "resolution": self.spec["resolution"], "channels": self.spec["channels"], "latent": LATENT_RECIPE}
+
+    def graphs(self) -> list[Graph]:
+        inputs = {"z": torch.zeros(2, self.z_dim, device=self.device)}
+        meta = {"z": f"float32 (N, {self.z_dim}): the latent; {LATENT_RECIPE}"}
+        if self.num_classes:
+            inputs["label"] = torch.zeros(2, dtype=torch.int64, device=self.device)
+            named = self.classes and list(self.classes) != [str(i) for i in range(self.num_classes)]
+            meta["label"] = f"int64 (N,): the class, 0..{self.num_classes - 1}" + (
+                f" ({', '.join(self.classes)})" if named else "")
+        return [Graph("generator", _Generate(self.generator), inputs, meta, bounds={"label": self.num_classes})]
+
+
+class _Generate(nn.Module):
+    """G(z) or G(z, label): the label is an input only of a class-conditional generator."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(z, label)
 
 
 def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

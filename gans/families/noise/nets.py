@@ -283,7 +283,7 @@ class Generator(nn.Module):
         if self.spec.info_continuous:
             codes = z[:, self.z_dim:]
             if codes.shape[1] == 0:
-                codes = z.new_zeros(len(z), self.spec.info_continuous)
+                codes = z.new_zeros(z.shape[0], self.spec.info_continuous)  # shape[0]: a batch of any size in exports
             parts.append(codes)
         return self.body(torch.cat(parts, dim=1))
 

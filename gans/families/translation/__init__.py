@@ -11,7 +11,7 @@ from torch import nn
 
 from gans.config import ModelConfig
 from gans.data import Dataset
-from gans.family import EvalContext, Metric
+from gans.family import EvalContext, Graph, Metric
 from gans.families.translation import evaluate as _evaluate
 from gans.families.translation.nets import TranslationSpec, build_generator
 from gans.families.translation.presets import PRESETS, Translation, resolve_translation
@@ -43,6 +43,21 @@ class TranslatorArtifact:
     def translate(self, images: torch.Tensor, direction: str, *, batch_size: int = 256) -> torch.Tensor:
         """uint8 (N, C_in, R, R) -> uint8 (N, C_out, R, R)."""
         return _evaluate.translate(self.generators[direction], images, device=self.device, batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "family": self.family, "variant": self.variant, "directions": list(self.directions),
+                "resolution": self.resolution,
+                "channels": {d: dict(zip(("in", "out"), self.spec.channels(d))) for d in self.directions}}
+
+    def graphs(self) -> list[Graph]:
+        out = []
+        for d in self.directions:
+            cin, cout = self.spec.channels(d)
+            source = torch.zeros(2, cin, self.resolution, self.resolution, dtype=torch.uint8, device=self.device)
+            out.append(Graph(f"generator-{d}", self.generators[d], {"source": source},
+                             {"source": f"uint8 (N, {cin}, {self.resolution}, {self.resolution}): the image to "
+                                        f"translate {d}, 0..255 per channel"}, pixels_in=True))
+        return out
 
     def sample_grid(self, data: Dataset, *, direction: str, count: int = 8) -> torch.Tensor:
         """input | output (| target) rows over the first ``count`` images of ``data``."""

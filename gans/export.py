@@ -1,0 +1,176 @@
+"""Portable exports of a trained model, for use outside Python and outside this project.
+
+Each network an artifact lists in ``graphs()`` (one generator; one per direction of a translator) is written
+as ONNX (opset :data:`OPSET`, any batch size) or TorchScript. The exported graph includes what the
+artifact does around the network: a translator's graph takes uint8 pixels, and every graph returns both the
+image in [-1, 1] (``image``) and the uint8 pixels ``gans serve`` and ``gans sample`` return (``pixels``).
+What each input means (for a generator: how the latent of a seed is made) is stored in the file: ONNX
+metadata properties, or the ``gans.json`` extra file of a TorchScript archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gans.family import Graph
+from gans.io import atomic_write
+
+OPSET = 18
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+OUTPUTS = {
+    "image": "float32 (N, C, R, R): the image in [-1, 1]",
+    "pixels": "uint8 (N, C, R, R): round((image + 1) * 127.5) clamped to 0..255, the image gans serve returns",
+}
+TOLERANCE = 1e-4  # max |exported - PyTorch| on ``image`` in float32 that a verified export stays within
+
+
+class ExportError(RuntimeError):
+    """A network that does not export to the format asked for, or whose export disagrees with PyTorch."""
+
+
+class _Portable(nn.Module):
+    """A graph's network with the artifact's conversions around it: uint8 pixels in (translators), and
+    the image and its uint8 pixels out."""
+
+    def __init__(self, module: nn.Module, pixels_in: bool) -> None:
+        super().__init__()
+        self.module, self.pixels_in = module, pixels_in
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.pixels_in:
+            inputs = (inputs[0].float().div(127.5).sub(1.0), *inputs[1:])
+        image = self.module(*inputs)
+        return image, image.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def metadata(graph: Graph, fmt: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What the exported file says about itself: each input and output, the format and ``extra``."""
+    meta = {**{f"input.{k}": v for k, v in graph.metadata.items()}, **{f"output.{k}": v for k, v in OUTPUTS.items()},
+            "format": f"onnx opset {OPSET}" if fmt == "onnx" else "torchscript", "batch": "any size >= 1"}
+    return {**meta, **(extra or {})}
+
+
+def export_graph(graph: Graph, fmt: str, path: str | Path, *, extra: dict[str, str] | None = None) -> float:
+    """Write ``graph`` to ``path`` in ``fmt``, verified against PyTorch before it takes the place of ``path``
+    (:func:`verify`; a failed export or verification leaves ``path`` as it was). Returns the verified max
+    abs difference."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
+    wrapper = _Portable(graph.module, graph.pixels_in).eval()
+    args = tuple(t.cpu() for t in graph.inputs.values())
+    meta = metadata(graph, fmt, extra)
+    if any(p.device.type != "cpu" for p in wrapper.parameters()):
+        wrapper = wrapper.cpu()
+
+    def write_onnx(tmp: Path) -> None:
+        import onnx
+
+        batch = torch.export.Dim("batch", min=1)
+        try:
+            # the exporter reports its progress on stdout and warns about what it decomposes: keep it quiet
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                torch.onnx.export(wrapper, args, str(tmp), input_names=list(graph.inputs),
+                                  output_names=list(OUTPUTS), opset_version=OPSET, dynamo=True, external_data=False,
+                                  dynamic_shapes=(tuple({0: batch} for _ in args),), verbose=False)
+        except Exception as err:  # noqa: BLE001 - any exporter failure means this network has no ONNX form
+            raise ExportError(f"{graph.name} does not export to ONNX ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); try --format torchscript") from err
+        model = onnx.load(str(tmp))
+        for key, value in meta.items():
+            model.metadata_props.add(key=key, value=value)
+        model.doc_string = f"{graph.name}: {json.dumps(meta)}"
+        onnx.save(model, str(tmp))
+
+    def write_torchscript(tmp: Path) -> None:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export, which ONNX uses
+            traced = torch.jit.trace(wrapper, args)
+            torch.jit.save(traced, str(tmp), _extra_files={"gans.json": json.dumps(meta, indent=1)})
+
+    diff: list[float] = []
+
+    def write(tmp: Path) -> None:
+        (write_onnx if fmt == "onnx" else write_torchscript)(tmp)
+        diff.append(verify(graph, tmp, fmt, name=Path(path)))
+
+    atomic_write(path, write)
+    return diff[0]
+
+
+def random_inputs(graph: Graph, count: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``count`` inputs of every kind ``graph`` takes: normal floats, uint8 pixels, integers in their bounds."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, example in graph.inputs.items():
+        shape = (count, *example.shape[1:])
+        if example.dtype == torch.uint8:
+            out[name] = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+        elif example.dtype.is_floating_point:
+            out[name] = torch.randn(shape, generator=gen)
+        else:
+            out[name] = torch.randint(0, graph.bounds.get(name, 1), shape, generator=gen)
+    return out
+
+
+def run_exported(path: str | Path, fmt: str, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image, pixels) of an exported file on ``inputs``: ONNX in ONNX Runtime, TorchScript in torch.jit."""
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        image, pixels = session.run(list(OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
+        return torch.from_numpy(image), torch.from_numpy(pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), map_location="cpu")
+    with torch.no_grad():
+        image, pixels = module(*inputs.values())
+    return image, pixels
+
+
+def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: int = 0,
+           name: str | Path | None = None) -> float:
+    """Max |exported - PyTorch| of ``image`` over ``count`` random inputs (a batch size other than the example's,
+    so a batch size fixed by the exporter fails); an ExportError past :data:`TOLERANCE` or when the uint8 pixels
+    differ by more than one level (a rounding tie). ``name``: the file to name in the error."""
+    inputs = random_inputs(graph, count, seed)
+    wrapper = _Portable(graph.module, graph.pixels_in).eval().cpu()
+    with torch.no_grad():
+        want_image, want_pixels = wrapper(*inputs.values())
+    try:
+        image, pixels = run_exported(path, fmt, inputs)
+    except Exception as err:  # noqa: BLE001 - the runtime refuses the file or these inputs
+        raise ExportError(f"{name or path}: the {fmt} export of {graph.name} does not run on {count} random "
+                          f"inputs ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
+    diff = float((image - want_image).abs().max())
+    levels = int((pixels.int() - want_pixels.int()).abs().max())
+    if not diff <= TOLERANCE or levels > 1:
+        raise ExportError(f"{name or path}: the {fmt} export of {graph.name} differs from PyTorch by {diff:.3g} "
+                          f"(pixels by {levels} levels) on {count} random inputs; tolerance {TOLERANCE:g}")
+    return diff
+
+
+def export_artifact(artifact: Any, fmt: str, folder: str | Path, *,
+                    extra: dict[str, str] | None = None) -> dict[str, tuple[Path, float]]:
+    """Every graph of ``artifact`` into ``folder`` as ``<graph name><suffix>``, each verified against PyTorch:
+    {graph name: (file, max abs difference)}."""
+    out = {}
+    for graph in artifact.graphs():
+        path = Path(folder) / f"{graph.name}{SUFFIX[fmt]}"
+        out[graph.name] = (path, export_graph(graph, fmt, path, extra={**artifact_metadata(artifact), **(extra or {})}))
+    return out
+
+
+def artifact_metadata(artifact: Any) -> dict[str, str]:
+    """The artifact's description as flat strings (lists and mappings as JSON)."""
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in artifact.describe().items()}
