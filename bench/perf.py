@@ -6,7 +6,7 @@
 Writes one section of bench/RESULTS.md per part (titles end in "(quick)" with --quick).
 
 throughput  presets dcgan, wgan-gp, sngan, sagan at 32x32, 1 channel, batch 64 (and 256 on a GPU),
-            width 64, on the 5,000 real mnist5k digits. Three arms, timed in interleaved windows
+            width 64, on the 5,000 real mnist5k digits. Four arms, timed in interleaved windows
             (rotated order each round, medians over rounds, ratios paired within a round):
               ours ADA off / ours ADA on - the real gans.trainer.Trainer: setup(), then fit()'s loop
                 body (train_step with EMA and stats, then Trainer._after_step: logging every
@@ -15,6 +15,9 @@ throughput  presets dcgan, wgan-gp, sngan, sagan at 32x32, 1 channel, batch 64 (
               bare - the same networks (build_networks with the trainer's spec, same init seed), the
                 same loss and gradient penalty written inline, plain Adam with the preset's settings,
                 the same n_critic, data already a float tensor in memory; no EMA/ADA/stats/checkpoints.
+              DataLoader fp32 - what a user writes first: the bare loop in fp32 with batches from a
+                shuffling torch DataLoader over the uint8 images on the CPU, default optimiser kernels
+                and memory format (the baseline of bf16 + channels_last + fused on a GPU).
             img/s counts real images the discriminator sees (G steps x batch x n_critic), like the
             trainer's own img_per_s. GFLOP per step: torch.utils.flop_counter over one bare step.
 translation pix2pix and cyclegan through the trainer against bare loops of the same networks, the same
@@ -27,6 +30,7 @@ memory      peak RSS of `gans train` and `gans evaluate` (real stages, default m
             mnist5k) in subprocesses; on CUDA also torch.cuda.max_memory_allocated.
 serving     `gans serve` (mlflow models serve) on the tiny project's champion: start-up and
             POST /invocations latency for 1 and 16 images; `gans sample` images/s.
+compile     (not in the default parts) train.compile on and off for each preset, interleaved.
 """
 
 from __future__ import annotations
@@ -186,6 +190,46 @@ class BareLoop:
         self.opt_g.step()
 
 
+class LoaderLoop(BareLoop):
+    """What a user writes first: the bare loop in fp32, with real batches from a shuffling torch DataLoader
+    over the uint8 images on the CPU (converted and copied to the device per batch), PyTorch's default
+    optimiser kernels and memory format. The baseline of the "ours / DataLoader fp32" column."""
+
+    def __init__(self, variant, spec, images: torch.Tensor, *, batch_size: int, device: torch.device) -> None:
+        super().__init__(variant, spec, images[:1], batch_size=batch_size, device=device, dtype=torch.float32)
+        from torch.utils.data import DataLoader, TensorDataset
+
+        self.loader = DataLoader(TensorDataset(images), batch_size=batch_size, shuffle=True, drop_last=True,
+                                 pin_memory=device.type == "cuda")
+        self.batches = iter(self.loader)
+
+    def _real(self) -> torch.Tensor:
+        try:
+            (x,) = next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            (x,) = next(self.batches)
+        return x.to(self.device, non_blocking=True).float().div(127.5).sub(1.0)
+
+    def step(self) -> None:
+        for _ in range(self.n_critic):
+            real = self._real()
+            with torch.no_grad():
+                fake = self.G(torch.randn(self.batch, self.z_dim, device=self.device))
+            self.opt_d.zero_grad(set_to_none=True)
+            loss = self.d_loss(self.D(real), self.D(fake))
+            if self.gp:
+                loss = loss + self._penalty(real, fake)
+            loss.backward()
+            self.opt_d.step()
+        self.opt_g.zero_grad(set_to_none=True)
+        self.D.requires_grad_(False)
+        loss = self.g_loss(self.D(self.G(torch.randn(self.batch, self.z_dim, device=self.device))))
+        loss.backward()
+        self.D.requires_grad_(True)
+        self.opt_g.step()
+
+
 def csv_reporter(path: Path):
     """A CSV-like sink, as the train stage's plots/train.csv: one row per logged step (and per series
     point); other Reporter methods are NullReporter's no-ops."""
@@ -204,18 +248,19 @@ def csv_reporter(path: Path):
     return CsvReporter()
 
 
-def make_trainer(preset: str, data, *, ada: bool, batch: int, device: str, precision: str, workdir: Path):
+def make_trainer(preset: str, data, *, ada: bool, batch: int, device: str, precision: str, workdir: Path,
+                 compile_: bool = False):
     """A set-up Trainer of ``preset`` (width 64, z 64) with ADA on or off (params.yaml's ADA settings)."""
     from tqdm.auto import tqdm
 
     from gans.config import AugmentConfig, ModelConfig, TrainConfig, build_config
     from gans.families import build_trainer
 
-    name = f"{preset}-{batch}-{'ada' if ada else 'noada'}"
+    name = f"{preset}-{batch}-{'ada' if ada else 'noada'}{'-compiled' if compile_ else ''}"
     trainer = build_trainer(
         model=build_config(ModelConfig, {"variant": preset, "width": 64, "z_dim": 64}, "model"),
         train=build_config(TrainConfig, {"device": device, "batch_size": batch, "precision": precision,
-                                         "steps": 10 ** 9, "eval_every": 0}, "train"),
+                                         "steps": 10 ** 9, "eval_every": 0, "compile": compile_}, "train"),
         augment=build_config(AugmentConfig, {"ada": {"enabled": ada}}, "augment"),
         data=data, checkpoint_dir=workdir / name, reporter=csv_reporter(workdir / f"{name}.csv"))
     trainer.setup()
@@ -296,8 +341,9 @@ def bench_preset(preset: str, data, *, batch: int, device: torch.device, precisi
     bare = BareLoop(off.recipe.variant_cfg, off.recipe.spec, data.images, batch_size=batch, device=device, dtype=dtype)
     gflop_bare = count_gflop(bare.step)
     gflop_ours = count_gflop(lambda: ours_steps(off, 1)) if mode["count_ours"] else None
+    loader = LoaderLoop(off.recipe.variant_cfg, off.recipe.spec, data.images, batch_size=batch, device=device)
     arms = {"off": lambda n: ours_steps(off, n), "on": lambda n: ours_steps(on, n),
-            "bare": lambda n: [bare.step() for _ in range(n)]}
+            "bare": lambda n: [bare.step() for _ in range(n)], "loader": lambda n: [loader.step() for _ in range(n)]}
     for fn in arms.values():
         fn(mode["warmup"] if device.type == "cpu" else 10 * mode["warmup"])
     step_s = _time_window(arms["bare"], 1 if device.type == "cpu" else 20, device) / (1 if device.type == "cpu" else 20)
@@ -310,6 +356,7 @@ def bench_preset(preset: str, data, *, batch: int, device: torch.device, precisi
         "preset": preset, "batch": batch, "n_critic": off.recipe.variant_cfg.n_critic, "steps_per_window": steps,
         "rounds": mode["rounds"], **{f"ips_{k}": _median(v) for k, v in ips.items()},
         "ours_over_bare": _median([a / b for a, b in zip(ips["off"], ips["bare"])]),
+        "ours_over_loader": _median([a / b for a, b in zip(ips["off"], ips["loader"])]),
         "ada_step_ratio": _median([a / b for a, b in zip(times["on"], times["off"])]),
         "gflop_step": gflop_bare, "gflop_step_ours": gflop_ours,
         "gflops_bare": gflop_bare * _median(ips["bare"]) / (batch * off.recipe.variant_cfg.n_critic),
@@ -358,22 +405,24 @@ def _throughput_body(args, mode, device, rows, mm, mm_after, mm_n, load_s, load_
     head = (f"{_header(args)} (At the start: {load_start:.1f}.) Device {device}, precision {args.precision}.\n"
             f"Workload: {'/'.join(args.presets.split(','))} at width 64, z 64, 32x32x1, on the 5,000 real mnist5k "
             f"digits (loaded in {load_s:.1f} s). Each window runs `steps/window` generator steps; "
-            f"{mode['rounds']} rounds of the three arms in rotated order after {mode['warmup']} warm-up steps; "
+            f"{mode['rounds']} rounds of the four arms in rotated order after {mode['warmup']} warm-up steps; "
             f"img/s are medians over rounds, ratios are medians of the ratios within a round. img/s = real images "
             f"seen by D (G steps x batch x n_critic). GFLOP/step: FlopCounterMode over one bare step "
             f"(n_critic D updates + one G update, forward + backward); achieved GFLOP/s = GFLOP/step x steps/s. "
             f"{mode['window_s']:g} s windows. Matmul {mm_n}x{mm_n}: fp32 {mm['fp32']:.0f} GFLOP/s "
             f"(again after the presets: {mm_after:.0f}), bf16 {mm['bf16']:.0f} GFLOP/s.\n\n")
     lines = [("| preset | batch | n_critic | steps/window | ours ADA off img/s | ours ADA on img/s | bare img/s "
-             "| ours/bare (goal >= 0.95) | ADA on/off step time (goal < 1.15) | GFLOP/step | GFLOP/s bare | "
+             "| ours/bare (goal >= 0.95) | DataLoader fp32 img/s | ours / DataLoader fp32 "
+             "| ADA on/off step time (goal < 1.15) | GFLOP/step | GFLOP/s bare | "
              "GFLOP/s ours | checkpoint + grid, amortised |"),
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         per_step = r["step_ms_bare"] / 1000
         amort = r["checkpoint_s"] / r["checkpoint_every"] + r["grid_s"] / r["sample_every"]
         lines.append(
             f"| {r['preset']} | {r['batch']} | {r['n_critic']} | {r['steps_per_window']} | {r['ips_off']:.0f} | "
-            f"{r['ips_on']:.0f} | {r['ips_bare']:.0f} | {r['ours_over_bare']:.3f} | {r['ada_step_ratio']:.3f} | "
+            f"{r['ips_on']:.0f} | {r['ips_bare']:.0f} | {r['ours_over_bare']:.3f} | {r['ips_loader']:.0f} | "
+            f"{r['ours_over_loader']:.2f} | {r['ada_step_ratio']:.3f} | "
             f"{r['gflop_step']:.1f} | {r['gflops_bare']:.0f} | {r['gflops_ours']:.0f} | "
             f"{r['checkpoint_s']:.2f} s + {r['grid_s']:.2f} s = {100 * amort / per_step:.1f}% |")
     notes = [f"{r['preset']}: ours counted {r['gflop_step_ours']:.1f} GFLOP/step vs bare {r['gflop_step']:.1f}"
@@ -384,6 +433,45 @@ def _throughput_body(args, mode, device, rows, mm, mm_after, mm_n, load_s, load_
     if notes:
         tail += " FLOP counts that differ between ours and bare: " + "; ".join(notes) + "."
     return head + "\n".join(lines) + tail
+
+
+# ================================================================ train.compile
+
+
+def compile_speed(args: argparse.Namespace, mode: dict, device: torch.device) -> None:
+    """``train.compile`` on and off, ADA off, batch 256 (64 on the CPU): the compiled trainer's first steps
+    (compilation included), then interleaved windows of both."""
+    from gans.config import DataConfig
+    from gans.data import load_source
+
+    data = load_source(DataConfig(source="mnist5k", resolution=32))
+    batch = 256 if device.type == "cuda" else 64
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gans-perf-") as tmp:
+        for preset in args.presets.split(","):
+            eager = make_trainer(preset, data, ada=False, batch=batch, device=str(device), precision=args.precision,
+                                 workdir=Path(tmp))
+            compiled = make_trainer(preset, data, ada=False, batch=batch, device=str(device),
+                                    precision=args.precision, workdir=Path(tmp), compile_=True)
+            first = _time_window(lambda n: ours_steps(compiled, n), 3, device)
+            arms = {"eager": lambda n: ours_steps(eager, n), "compiled": lambda n: ours_steps(compiled, n)}
+            for fn in arms.values():
+                fn(10)
+            step_s = _time_window(arms["eager"], 10, device) / 10
+            steps = max(1, round(mode["window_s"] / step_s))
+            times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+            images = steps * batch * eager.recipe.variant_cfg.n_critic
+            rows.append(f"| {preset} | {batch} | {first:.1f} s | {_median([images / t for t in times['eager']]):.0f} | "
+                        f"{_median([images / t for t in times['compiled']]):.0f} | "
+                        f"{_median([a / b for a, b in zip(times['eager'], times['compiled'])]):.2f} |")
+            print(rows[-1], flush=True)
+    body = (f"{_header(args)} Device {device}, precision {args.precision}. `train.compile: true` compiles G and "
+            f"D's trunk (torch.compile, default mode); both trainers as in the throughput rows, ADA off. "
+            f"{mode['rounds']} interleaved rounds of {mode['window_s']:g} s windows after 10 warm-up steps each.\n\n"
+            "| preset | batch | compiled: first 3 steps (compilation) | eager img/s | compiled img/s | "
+            "compiled / eager |\n| --- | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(rows))
+    write_section(_title("train.compile", args), body)
+    print(body)
 
 
 # ================================================================ translation throughput
@@ -733,7 +821,10 @@ def _header(args: argparse.Namespace) -> str:
 
 
 def _title(name: str, args: argparse.Namespace) -> str:
-    return name + (" (quick)" if args.quick else "")
+    """The section's title: a GPU run and a quick run each write their own, never the CPU's full table."""
+    gpu = args.device != "cpu" and torch.cuda.is_available()
+    where = f", {torch.cuda.get_device_name(0)}, {args.precision}" if gpu else ""
+    return name + where + (" (quick)" if args.quick else "")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -788,6 +879,8 @@ def main() -> None:
             throughput(args, mode, device)
         if "translation" in parts:
             translation_throughput(args, mode, device)
+        if "compile" in parts:
+            compile_speed(args, mode, device)
         repo = None
         if "pipeline" in parts or "serving" in parts:
             repo = pipeline_overhead(args, mode, scratch)

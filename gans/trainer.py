@@ -194,7 +194,10 @@ class Trainer:
         # Under torchrun, train.batch_size is the global batch: each of the world_size ranks takes its share.
         self.local_batch = train.batch_size // self.dist.world_size
         self.device = distributed.rank_device(self.dist, resolve_device(train.device))
-        self.channels_last = self.device.type == "cuda" if train.channels_last == "auto" else bool(train.channels_last)
+        # auto: NHWC on CUDA, except under train.compile: Inductor (torch 2.11, H200) failed a stride check in
+        # the convolution backward of a channels_last DCGAN (bench/RESULTS.md, train.compile)
+        self.channels_last = (self.device.type == "cuda" and not train.compile if train.channels_last == "auto"
+                              else bool(train.channels_last))
         self.step = 0
         self.resumed_from: int | None = None
         self.best: dict[str, float] = {}
