@@ -39,6 +39,7 @@ bench: install
 	python bench/ada.py
 	python bench/faults.py --seeds 19,1,2
 	python bench/export.py
+	python bench/precision.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"

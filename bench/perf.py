@@ -823,7 +823,8 @@ def _header(args: argparse.Namespace) -> str:
 def _title(name: str, args: argparse.Namespace) -> str:
     """The section's title: a GPU run and a quick run each write their own, never the CPU's full table."""
     gpu = args.device != "cpu" and torch.cuda.is_available()
-    where = f", {torch.cuda.get_device_name(0)}, {args.precision}" if gpu else ""
+    where = f", {torch.cuda.get_device_name(0)}, {args.precision}" if gpu else (
+        f", {args.precision}" if args.precision != "fp32" and name == "Training throughput" else "")
     return name + where + (" (quick)" if args.quick else "")
 
 

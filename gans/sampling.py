@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid
 
 from gans.data import to_uint8
 
@@ -46,6 +45,8 @@ def grid_seeds_labels(num_classes: int, per_row: int = 8, rows: int = 8) -> tupl
 
 def image_grid(images: torch.Tensor, per_row: int = 8) -> torch.Tensor:
     """uint8 (N, C, R, R) -> uint8 (C, H, W) grid with a 2-pixel border."""
+    from torchvision.utils import make_grid  # here: importing torchvision takes ~1.7 s (it loads torch._dynamo)
+
     return make_grid(images, nrow=per_row, padding=2, pad_value=0)
 
 

@@ -72,11 +72,32 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs with bf16 arithmetic in hardware
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU (or the ``/proc/cpuinfo`` text given) computes bf16 in hardware: AVX512-BF16 (AMD Zen 4
+    and later, Intel Cooper Lake) or AMX-BF16 (Intel Sapphire Rapids and later). Without it, bf16 autocast
+    emulates and runs slower than fp32. False where there is no ``/proc/cpuinfo`` (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return any(flag in value.split() for flag in NATIVE_BF16_FLAGS)
+    return False
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """Map a precision name to the autocast dtype (float32 = no autocast)."""
+    """Map a precision name to the autocast dtype (float32 = no autocast). ``auto``: bf16 on CUDA GPUs that
+    support it and on CPUs with native bf16 (:func:`cpu_has_native_bf16`), else fp32."""
     if name == "auto":
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else torch.float32
     if name == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.precision: fp16 needs a CUDA device; the device is {device.type}; use fp32 or bf16")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -331,3 +331,38 @@ def test_phases_run_by_their_interval_and_repeats_and_their_lr_decays(tmp_path: 
     assert phases == ["A", "A", "B"] + ["A", "A"] * 2 + ["A", "A", "B"] + ["A", "A"] * 2  # B at steps 0 and 3
     assert t.optimizers["A"].param_groups[0]["lr"] == 0.1 and t.optimizers["B"].param_groups[0]["lr"] == 0.0
     assert set(t.ema) == {"B_ema"} and t.export() == {"step": 6}
+
+
+# /proc/cpuinfo excerpts: flags lines as Linux prints them (shortened)
+ZEN4 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu vme sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
+SAPPHIRE_RAPIDS = "model name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n"
+ICE_LAKE = "model name\t: Intel(R) Xeon(R) Platinum 8375C\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_vbmi2\n"
+GRAVITON = "processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 bf16\n"
+
+
+@pytest.mark.parametrize("cpuinfo, native", [(ZEN4, True), (SAPPHIRE_RAPIDS, True), (ICE_LAKE, False),
+                                             (GRAVITON, False), ("", False)],
+                         ids=["zen4", "sapphire-rapids", "ice-lake", "arm", "empty"])
+def test_auto_precision_is_bf16_exactly_on_cpus_with_native_bf16(cpuinfo: str, native: bool, monkeypatch) -> None:
+    from gans import trainer
+
+    assert trainer.cpu_has_native_bf16(cpuinfo) is native
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda cpuinfo=None: native)
+    want = torch.bfloat16 if native else torch.float32
+    assert trainer.resolve_precision("auto", torch.device("cpu")) == want
+    assert trainer.resolve_precision("fp32", torch.device("cpu")) == torch.float32  # an explicit choice stays
+
+
+def test_a_bf16_run_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    bf16 = dataclasses.replace(TRAIN, precision="bf16")
+    straight = _trainer(tmp_path / "a", train=bf16)
+    result = straight.fit()
+    assert straight.dtype == torch.bfloat16
+    assert all(torch.isfinite(torch.tensor(v)) for row in result.history for v in row.values())
+    assert all(p.dtype == torch.float32 for p in straight.ema["G_ema"].parameters())  # weights and EMA stay fp32
+    _trainer(tmp_path / "b", train=dataclasses.replace(bf16, steps=6)).fit()
+    resumed = _trainer(tmp_path / "b", train=bf16)
+    assert resumed.fit().resumed_from == 6
+    for a, b in zip(straight.ema["G_ema"].state_dict().values(), resumed.ema["G_ema"].state_dict().values()):
+        assert torch.equal(a, b)
+    assert [r["loss_d"] for r in straight.history] == [r["loss_d"] for r in resumed.history]

@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid
 
 from gans.data import Dataset, to_float, to_uint8
 from gans.evaluation import generative_metrics
@@ -52,6 +51,8 @@ def translation_grid(generators: dict[str, nn.Module], data: Dataset, *, device:
     rows = min(len(c) for c in columns)
     channels = max(c.shape[1] for c in columns)
     cells = torch.stack([_rgb(c[:rows], channels) for c in columns], dim=1).flatten(0, 1)  # row-major
+    from torchvision.utils import make_grid  # here: importing torchvision takes ~1.7 s
+
     return make_grid(cells, nrow=len(columns), padding=2, pad_value=0)
 
 
