@@ -330,6 +330,15 @@ def interleave(arms: dict[str, Callable[[int], None]], *, steps: int, rounds: in
     return times
 
 
+def timed_windows(arms: dict[str, Callable[[int], None]], probe: str, probe_steps: int, mode: dict,
+                  device: torch.device) -> tuple[int, dict[str, list[float]]]:
+    """Steps per window (``mode["window_s"]`` of the ``probe`` arm, timed over ``probe_steps`` steps) and the
+    interleaved windows' seconds of every arm."""
+    step_s = _time_window(arms[probe], probe_steps, device) / probe_steps
+    steps = max(1, round(mode["window_s"] / step_s))
+    return steps, interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+
+
 def bench_preset(preset: str, data, *, batch: int, device: torch.device, precision: str, mode: dict,
                  workdir: Path) -> dict[str, Any]:
     """Time ours (ADA off/on) and bare for one preset and batch size; see the module docstring."""
@@ -346,9 +355,7 @@ def bench_preset(preset: str, data, *, batch: int, device: torch.device, precisi
             "bare": lambda n: [bare.step() for _ in range(n)], "loader": lambda n: [loader.step() for _ in range(n)]}
     for fn in arms.values():
         fn(mode["warmup"] if device.type == "cpu" else 10 * mode["warmup"])
-    step_s = _time_window(arms["bare"], 1 if device.type == "cpu" else 20, device) / (1 if device.type == "cpu" else 20)
-    steps = max(1, round(mode["window_s"] / step_s))
-    times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+    steps, times = timed_windows(arms, "bare", 1 if device.type == "cpu" else 20, mode, device)
     images = steps * batch * off.recipe.variant_cfg.n_critic
     ips = {k: [images / t for t in v] for k, v in times.items()}
     extra = _checkpoint_cost(off)
@@ -457,9 +464,7 @@ def compile_speed(args: argparse.Namespace, mode: dict, device: torch.device) ->
             arms = {"eager": lambda n: ours_steps(eager, n), "compiled": lambda n: ours_steps(compiled, n)}
             for fn in arms.values():
                 fn(10)
-            step_s = _time_window(arms["eager"], 10, device) / 10
-            steps = max(1, round(mode["window_s"] / step_s))
-            times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+            steps, times = timed_windows(arms, "eager", 10, mode, device)
             images = steps * batch * eager.recipe.variant_cfg.n_critic
             rows.append(f"| {preset} | {batch} | {first:.1f} s | {_median([images / t for t in times['eager']]):.0f} | "
                         f"{_median([images / t for t in times['compiled']]):.0f} | "
@@ -493,9 +498,7 @@ def translation_throughput(args: argparse.Namespace, mode: dict, device: torch.d
             arms = {"ours": lambda n, t=trainer: ours_steps(t, n), "bare": lambda n, b=bare: [b.step() for _ in range(n)]}
             for fn in arms.values():
                 fn(mode["warmup"])
-            step_s = _time_window(arms["bare"], 1, device)
-            steps = max(1, round(mode["window_s"] / step_s))
-            times = interleave(arms, steps=steps, rounds=mode["rounds"], device=device)
+            steps, times = timed_windows(arms, "bare", 1, mode, device)
             ips = {k: [steps * 32 / s for s in v] for k, v in times.items()}
             rows.append({"preset": preset, "steps": steps, "gflop_step": count_gflop(bare.step),
                          **{f"ips_{k}": _median(v) for k, v in ips.items()},
