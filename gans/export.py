@@ -11,6 +11,7 @@ metadata properties, or the ``gans.json`` extra file of a TorchScript archive.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import warnings
@@ -52,6 +53,15 @@ class _Portable(nn.Module):
         return image, image.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
+def _portable(graph: Graph) -> _Portable:
+    """The graph's network wrapped for export, in eval mode, on the CPU: a copy when it lives elsewhere,
+    so the artifact's own network stays where it is."""
+    module = graph.module
+    if any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers())):
+        module = copy.deepcopy(module).cpu()
+    return _Portable(module, graph.pixels_in).eval()
+
+
 def metadata(graph: Graph, fmt: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the exported file says about itself: each input and output, the format and ``extra``."""
     meta = {**{f"input.{k}": v for k, v in graph.metadata.items()}, **{f"output.{k}": v for k, v in OUTPUTS.items()},
@@ -65,11 +75,9 @@ def export_graph(graph: Graph, fmt: str, path: str | Path, *, extra: dict[str, s
     abs difference."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
-    wrapper = _Portable(graph.module, graph.pixels_in).eval()
+    wrapper = _portable(graph)
     args = tuple(t.cpu() for t in graph.inputs.values())
     meta = metadata(graph, fmt, extra)
-    if any(p.device.type != "cpu" for p in wrapper.parameters()):
-        wrapper = wrapper.cpu()
 
     def write_onnx(tmp: Path) -> None:
         import onnx
@@ -144,7 +152,7 @@ def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: in
     so a batch size fixed by the exporter fails); an ExportError past :data:`TOLERANCE` or when the uint8 pixels
     differ by more than one level (a rounding tie). ``name``: the file to name in the error."""
     inputs = random_inputs(graph, count, seed)
-    wrapper = _Portable(graph.module, graph.pixels_in).eval().cpu()
+    wrapper = _portable(graph)
     with torch.no_grad():
         want_image, want_pixels = wrapper(*inputs.values())
     try:
