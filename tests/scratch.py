@@ -134,3 +134,37 @@ def model_files(repo: Path, model_uri: str) -> Path:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
+
+
+class KillAt:
+    """A trainer reporter that stops training (as a kill would) when step ``at`` reports, after the checkpoint
+    before it."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt
+
+    def image(self, step: int, grid) -> None:
+        pass
+
+    def series(self, key: str, points) -> None:
+        pass
+
+
+def state_differences(a, b, path: str = "") -> list[str]:
+    """Paths where two nested checkpoint states differ (tensors compared exactly)."""
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return [] if torch.equal(a, b) else [path]
+    if isinstance(a, dict):
+        keys = set(a) | set(b)
+        return [p for k in keys for p in (state_differences(a[k], b[k], f"{path}/{k}") if k in a and k in b
+                                          else [f"{path}/{k}"])]
+    if isinstance(a, (list, tuple)):
+        return [f"{path} length"] if len(a) != len(b) else [p for i, (x, y) in enumerate(zip(a, b))
+                                                          for p in state_differences(x, y, f"{path}[{i}]")]
+    return [] if a == b else [path]

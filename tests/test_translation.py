@@ -17,11 +17,10 @@ from gans.families.translation.nets import (PatchDiscriminator, TranslationSpec,
                                             build_generator, patch_layers, receptive_field)
 from gans.families.translation.presets import PRESETS, resolve_translation
 from gans.families.translation.recipe import ImagePool
-from gans.trainer import NullReporter
 from pipeline import stages
 from pipeline.params import params_from_dict
 
-from conftest import tiny_params
+from conftest import KillAt, state_differences, tiny_params
 
 UNPAIRED = split_dataset(load_dataset(DataConfig(source="digits-mnist5k", resolution=16, max_images=120))[0], 0.1, 0)
 PAIRED = split_dataset(load_dataset(DataConfig(source="mnist5k-edges", resolution=16, max_images=120))[0], 0.1, 0)
@@ -161,30 +160,6 @@ def test_image_pool_fills_then_swaps_half_the_time() -> None:
     assert torch.equal(ImagePool(0).query(first), first)
 
 
-class _KillAt(NullReporter):
-    """Stops training (as a kill would) when step ``at`` reports, after the checkpoint before it."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def scalars(self, step: int, values: dict[str, float]) -> None:
-        if step == self.at:
-            raise KeyboardInterrupt
-
-
-def _equal(a, b, path: str = "") -> list[str]:
-    """Paths where two nested checkpoint states differ."""
-    if isinstance(a, torch.Tensor):
-        return [] if torch.equal(a, b) else [path]
-    if isinstance(a, dict):
-        keys = set(a) | set(b)
-        return [p for k in keys for p in (_equal(a[k], b[k], f"{path}/{k}") if k in a and k in b else [f"{path}/{k}"])]
-    if isinstance(a, (list, tuple)):
-        return [f"{path} length"] if len(a) != len(b) else [p for i, (x, y) in enumerate(zip(a, b))
-                                                          for p in _equal(x, y, f"{path}[{i}]")]
-    return [] if a == b else [path]
-
-
 def test_cyclegan_killed_after_a_checkpoint_resumes_bit_identically(tmp_path: Path) -> None:
     """Networks, EMA, optimisers, LR schedules, image pools, ADA's p, the data order and RNGs all come back."""
     train = TrainConfig(batch_size=8, steps=8, checkpoint_every=4, log_every=1, sample_every=100, eval_every=0)
@@ -198,11 +173,11 @@ def test_cyclegan_killed_after_a_checkpoint_resumes_bit_identically(tmp_path: Pa
     straight = trainer("straight")
     straight.fit()
     with pytest.raises(KeyboardInterrupt):
-        trainer("killed", reporter=_KillAt(6)).fit()
+        trainer("killed", reporter=KillAt(6)).fit()
     resumed = trainer("killed")
     assert resumed.fit().resumed_from == 4
     a, b = straight.state_dict(), resumed.state_dict()
-    assert _equal({k: v for k, v in a.items() if k != "extra"}, {k: v for k, v in b.items() if k != "extra"}) == []
+    assert state_differences({k: v for k, v in a.items() if k != "extra"}, {k: v for k, v in b.items() if k != "extra"}) == []
     assert a["family_state"]["pools"]["a2b"]["images"].shape[0] == 5 and straight.ada_p > 0
     lr = a["schedulers"]["G"]["_last_lr"][0]
     assert lr == pytest.approx(0.0)  # CycleGAN's LR decays linearly to 0 over the second half of the steps
