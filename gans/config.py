@@ -189,9 +189,15 @@ class DataConfig:
     seed: int = 0
     max_images: int = 0  # 0 keeps every image
     root: str = "data/raw"  # where torchvision datasets live
+    scale: int = 0  # super-resolution: pair each image with its bicubic downscale by this factor (0: off)
 
     def validate(self, where: str) -> None:
         require(8 <= self.resolution <= 256, f"{where}.resolution", f"got {self.resolution}; expected 8..256")
+        require(self.scale in (0, 2, 4, 8), f"{where}.scale", f"got {self.scale}; expected 0 (off), 2, 4 or 8")
+        if self.scale:
+            require(self.resolution % self.scale == 0 and self.resolution // self.scale >= 4, f"{where}.scale",
+                    f"data.resolution {self.resolution} must be a multiple of the scale {self.scale} and leave "
+                    f"low-resolution images of at least 4x4 pixels")
         ok = 0.0 < self.holdout_fraction < 0.5
         require(ok, f"{where}.holdout_fraction", f"got {self.holdout_fraction}; expected a number in (0, 0.5)")
         require(self.max_images >= 0, f"{where}.max_images", f"got {self.max_images}; expected >= 0 (0 = all)")

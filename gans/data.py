@@ -61,15 +61,17 @@ class ImageSet:
         return cls(images, labels, tuple(d["classes"]))
 
 
-LAYOUTS = ("images", "paired", "unpaired")
+LAYOUTS = ("images", "paired", "unpaired", "superres")
 IMAGES = "images"  # the part name of the images layout
+ALIGNED = ("paired", "superres")  # layouts whose parts are aligned row by row
 
 
 @dataclass(frozen=True)
 class Dataset:
     """A prepared split. Layout ``images``: one image set, part ``images``. Layouts ``paired`` and
     ``unpaired``: two domains, parts ``a`` and ``b``; paired parts are aligned (row i of ``a`` goes with row i
-    of ``b``, and they share labels), unpaired parts are independent sets of any sizes."""
+    of ``b``, and they share labels), unpaired parts are independent sets of any sizes. Layout ``superres``:
+    aligned parts ``lr`` (low resolution, R / data.scale) and ``hr`` (the originals, R)."""
 
     layout: str
     parts: dict[str, ImageSet]
@@ -128,22 +130,25 @@ BUNDLED_SOURCES = ("mnist5k", "digits")
 # Two-domain sources (gans.domains loads them): bundled derived sets and the folder layouts users have.
 TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "digits-mnist5k": "unpaired"}
 TWO_DOMAIN_PREFIXES = {"paired:": "paired", "unpaired:": "unpaired"}
+SUPERRES_PREFIX = "superres:"  # a folder with HR/ and LR/ images of matching names (gans.domains)
 SOURCE_FORMS = (BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH") + tuple(TWO_DOMAIN_SOURCES)
-                + tuple(f"{p}PATH" for p in TWO_DOMAIN_PREFIXES))
+                + tuple(f"{p}PATH" for p in TWO_DOMAIN_PREFIXES) + (f"{SUPERRES_PREFIX}PATH",))
 
 
 def check_source(source: str) -> None:
     """Fail early, naming the allowed forms, if ``source`` is not a known source."""
     if source in BUNDLED_SOURCES or source in TORCHVISION_SOURCES or source in TWO_DOMAIN_SOURCES:
         return
-    for prefix in ("folder:", "npz:", *TWO_DOMAIN_PREFIXES):
+    for prefix in ("folder:", "npz:", *TWO_DOMAIN_PREFIXES, SUPERRES_PREFIX):
         if source.startswith(prefix) and len(source) > len(prefix):
             return
     raise DataError(f"data.source: unknown source {source!r}; allowed values: {', '.join(SOURCE_FORMS)}")
 
 
-def source_layout(source: str) -> str:
-    """The layout a (checked) ``data.source`` yields: images, paired or unpaired."""
+def source_layout(source: str, scale: int = 0) -> str:
+    """The layout a (checked) ``data.source`` yields: images, paired or unpaired; superres with a scale."""
+    if scale or source.startswith(SUPERRES_PREFIX):
+        return "superres"
     if source in TWO_DOMAIN_SOURCES:
         return TWO_DOMAIN_SOURCES[source]
     for prefix, layout in TWO_DOMAIN_PREFIXES.items():
@@ -360,7 +365,7 @@ def load_source(cfg: DataConfig) -> ImageSet:
 def load_dataset(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """``cfg.source`` as a dataset, and its own holdout split where the source ships one (else None)."""
     check_source(cfg.source)
-    if source_layout(cfg.source) != IMAGES:
+    if source_layout(cfg.source, cfg.scale) != IMAGES:
         from gans import domains
 
         return domains.load(cfg)
@@ -378,13 +383,13 @@ def split_holdout(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet,
 def split_dataset(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Train/holdout split of every part: aligned pairs stay aligned (one permutation for both parts),
     unpaired domains are split independently."""
-    if data.layout == "paired":
+    if data.layout in ALIGNED:
         g = torch.Generator().manual_seed(seed)
-        perm = torch.randperm(len(data.parts["a"]), generator=g)
+        perm = torch.randperm(len(next(iter(data.parts.values()))), generator=g)
         n_hold = min(len(perm) - 1, max(1, round(len(perm) * fraction)))
         keep, hold = perm[n_hold:].sort().values, perm[:n_hold].sort().values
-        return (Dataset("paired", {k: v.subset(keep) for k, v in data.parts.items()}),
-                Dataset("paired", {k: v.subset(hold) for k, v in data.parts.items()}))
+        return (Dataset(data.layout, {k: v.subset(keep) for k, v in data.parts.items()}),
+                Dataset(data.layout, {k: v.subset(hold) for k, v in data.parts.items()}))
     splits = {name: split_holdout(part, fraction, seed + i) for i, (name, part) in enumerate(data.parts.items())}
     return (Dataset(data.layout, {k: v[0] for k, v in splits.items()}),
             Dataset(data.layout, {k: v[1] for k, v in splits.items()}))

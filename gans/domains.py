@@ -8,6 +8,10 @@
   ``digits-mnist5k`` (unpaired: scikit-learn's 8x8 digits upscaled into MNIST's framing, and mnist5k: two
   real styles of the same ten classes, like MNIST and USPS).
 
+Super-resolution pairs (layout ``superres``, parts ``lr`` and ``hr``) come from any one-image-set source with
+``data.scale`` set (each image and its bicubic downscale, the standard protocol), or from ``superres:PATH``
+with ``HR/`` and ``LR/`` folders of matching file names (LR images ``data.scale`` times smaller).
+
 Each loader returns (dataset, holdout or None): the holdout when the layout ships a test split.
 """
 
@@ -18,12 +22,14 @@ from pathlib import Path
 import torch
 
 from gans.config import DataConfig
-from gans.data import (IMAGE_SUFFIXES, DataError, Dataset, ImageSet, _listdir, _read_image, _square, image_files,
-                       load_source)
+from gans.data import (IMAGE_SUFFIXES, SUPERRES_PREFIX, TWO_DOMAIN_PREFIXES, TWO_DOMAIN_SOURCES, DataError, Dataset,
+                       ImageSet, _listdir, _read_image, _square, image_files, load_source)
 
 def load(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     """Load a two-domain ``cfg.source`` at ``cfg.resolution`` (``data.max_images``: per domain, pairs kept)."""
     source = cfg.source
+    if source.startswith(SUPERRES_PREFIX) or cfg.scale:
+        return _superres(cfg), None
     if source == "mnist5k-edges":
         data, holdout = _mnist_edges(cfg), None
     elif source == "digits-mnist5k":
@@ -92,9 +98,10 @@ def _digits_mnist(cfg: DataConfig) -> Dataset:
 # ---------------------------------------------------------------- folders
 
 
-def _stack(images: list[torch.Tensor], resolution: int) -> torch.Tensor:
-    """(C, H, W) images of any sizes -> uint8 (N, C, R, R); a domain mixing grey and colour becomes colour."""
-    channels = 3 if any(img.shape[0] == 3 for img in images) else 1
+def _stack(images: list[torch.Tensor], resolution: int, channels: int = 0) -> torch.Tensor:
+    """(C, H, W) images of any sizes -> uint8 (N, C, R, R); a domain mixing grey and colour becomes colour
+    (``channels``: force 1 or 3)."""
+    channels = channels or (3 if any(img.shape[0] == 3 for img in images) else 1)
     return torch.stack([_square(img.expand(channels, -1, -1) if img.shape[0] != channels else img, resolution)
                         for img in images])
 
@@ -179,3 +186,58 @@ def _unpaired_folder(root: Path, resolution: int) -> tuple[Dataset, Dataset | No
     if not any(tests):
         return train, None
     return train, Dataset("unpaired", {"a": domain("testA"), "b": domain("testB")})
+
+
+# ---------------------------------------------------------------- super-resolution pairs
+
+
+def downscale(images: torch.Tensor, scale: int) -> torch.Tensor:
+    """uint8 (N, C, R, R) -> uint8 (N, C, R / scale, R / scale): bicubic with antialiasing (as PIL and MATLAB's
+    imresize shrink images; the degradation SR benchmarks train and test on)."""
+    size = images.shape[-1] // scale
+    x = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True,
+                                        align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def _superres(cfg: DataConfig) -> Dataset:
+    """Parts ``lr`` and ``hr``, aligned, both with the source's labels."""
+    source = cfg.source
+    if not cfg.scale:
+        raise DataError(f"data.scale: {source!r} holds low- and high-resolution pairs; set data.scale to the factor "
+                        "between them (2, 4 or 8)")
+    if source in TWO_DOMAIN_SOURCES or source.startswith(tuple(TWO_DOMAIN_PREFIXES)):
+        raise DataError(f"data.scale: super-resolution pairs are made from one image set, and data.source {source!r} "
+                        "is two domains; use an image source (mnist5k, folder:PATH, ...) or superres:PATH, or set "
+                        "data.scale: 0")
+    if source.startswith(SUPERRES_PREFIX):
+        return _limit(_superres_folder(Path(source[len(SUPERRES_PREFIX):]), cfg.resolution, cfg.scale), cfg)
+    hr = load_source(cfg)
+    return Dataset("superres", {"lr": ImageSet(downscale(hr.images, cfg.scale), hr.labels, hr.classes), "hr": hr})
+
+
+def _superres_folder(root: Path, resolution: int, scale: int) -> Dataset:
+    """``HR/`` and ``LR/`` with matching file names; each LR image is ``scale`` times smaller than its HR image
+    (both are centre-cropped to squares: HR to data.resolution, LR to data.resolution / scale)."""
+    what = f"{SUPERRES_PREFIX}{root}"
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+    hr_files = {p.name: p for p in _require_images(root / "HR", what)}
+    lr_files = {p.name: p for p in _require_images(root / "LR", what)}
+    for mine, other, name in ((hr_files, lr_files, "LR"), (lr_files, hr_files, "HR")):
+        missing = sorted(set(mine) - set(other))
+        if missing:
+            raise DataError(f"data.source: {what}: {missing[0]} has no match in {name}/ "
+                            f"({len(missing)} file(s) without a pair); HR/ and LR/ need the same file names")
+    highs, lows = [], []
+    for name in sorted(hr_files):
+        hr, lr = _read_image(hr_files[name]), _read_image(lr_files[name])
+        if tuple(hr.shape[1:]) != (lr.shape[1] * scale, lr.shape[2] * scale):
+            raise DataError(f"data.source: {what}: LR/{name} is {lr.shape[2]}x{lr.shape[1]} pixels and HR/{name} "
+                            f"{hr.shape[2]}x{hr.shape[1]}; with data.scale {scale} the HR image must be exactly "
+                            f"{lr.shape[2] * scale}x{lr.shape[1] * scale}")
+        highs.append(hr)
+        lows.append(lr)
+    channels = 3 if any(img.shape[0] == 3 for img in highs + lows) else 1
+    return Dataset("superres", {"lr": _unlabelled(_stack(lows, resolution // scale, channels)),
+                                "hr": _unlabelled(_stack(highs, resolution, channels))})

@@ -24,7 +24,7 @@ from gans.config import ModelConfig
 from gans.data import Dataset
 from gans.evaluation import Features
 
-ARTIFACT_KINDS = ("generate", "translate")
+ARTIFACT_KINDS = ("generate", "translate")  # super-resolution models translate (one direction, "x4")
 
 # stream name -> aligned tensors of one batch: images float in [-1, 1] (N, C, R, R), labels int64 (N,)
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -38,7 +38,11 @@ class Phase:
     A step runs the phases in order; a phase runs when ``step % every == 0`` (lazy regularisation), as
     ``repeats`` consecutive updates (the n_critic loop). ``new_batch`` draws a fresh batch of every stream
     for each update (otherwise the phase reuses the batch the previous update drew). ``frozen`` networks
-    get no weight gradients in this phase (the discriminators during the generators' update)."""
+    get no weight gradients in this phase (the discriminators during the generators' update).
+
+    ``start`` and ``stop`` bound the steps it runs at (``start <= step < stop``; ``stop`` None: to the end):
+    SRGAN pre-trains its generator on a pixel loss, then switches to the adversarial phases. ``start_key``
+    names the param that sets ``start``, for the error when it leaves the phase no step of ``train.steps``."""
 
     name: str
     optimizer: str
@@ -46,6 +50,13 @@ class Phase:
     every: int = 1
     new_batch: bool = True
     frozen: tuple[str, ...] = ()
+    start: int = 0
+    stop: int | None = None
+    start_key: str = ""
+
+    def due(self, step: int) -> bool:
+        """Whether the phase runs at ``step`` (counted from 0)."""
+        return self.start <= step and (self.stop is None or step < self.stop) and step % self.every == 0
 
 
 @dataclass(frozen=True)
@@ -234,8 +245,11 @@ class Family(Protocol):
     def components(self, composition: Any) -> dict[str, str]:
         """The composition's axes as strings (listings, run tags)."""
 
-    def recipe(self, composition: Any, *, model: ModelConfig, data: Dataset, preview: Dataset | None) -> Recipe:
-        """Bind a composition to a training set (``preview``: fixed held-out inputs for sample grids)."""
+    def recipe(self, composition: Any, *, model: ModelConfig, data: Dataset, preview: Dataset | None,
+               features: Mapping[str, nn.Module] | None = None) -> Recipe:
+        """Bind a composition to a training set (``preview``: fixed held-out inputs for sample grids;
+        ``features``: the evaluator stage's domain classifiers by data part, fixed networks a loss may use,
+        such as the super-resolution family's content loss)."""
 
     def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> Artifact: ...
 

@@ -141,6 +141,11 @@ def check_trainable(recipe: Recipe, train: TrainConfig) -> distributed.DistConte
         if train.batch_size > n:
             where = f" of stream {name!r}" if len(recipe.streams) > 1 else ""
             raise ConfigError(f"train.batch_size: {train.batch_size} is larger than the {n} training images{where}")
+    for phase in recipe.phases:
+        if phase.start and phase.start >= train.steps:
+            raise ConfigError(f"{phase.start_key or 'train.steps'}: the {phase.name} phase starts at step {phase.start}, "
+                              f"and train.steps is {train.steps}: it would never run; raise train.steps above "
+                              f"{phase.start} or start the phase earlier")
     dist = distributed.context_from_env(train.distributed)
     if train.batch_size % dist.world_size:
         raise ConfigError(f"train.batch_size: {train.batch_size} does not split evenly over the {dist.world_size} "
@@ -322,7 +327,7 @@ class Trainer:
         stats: dict[str, torch.Tensor] = {}
         batch: Batch | None = None
         for phase in self.recipe.phases:
-            if self.step % phase.every:
+            if not phase.due(self.step):
                 continue
             for _ in range(phase.repeats):
                 if phase.new_batch or batch is None:
@@ -654,9 +659,10 @@ class Trainer:
         replicas = self.replica_report() if self.dist.enabled else []
         if len({r["digest"] for r in replicas}) > 1 and self.is_main:
             print(f"warning: the {len(replicas)} processes ended with different weights: {replicas}", file=sys.stderr)
-        per_step = sum(p.repeats / p.every for p in self.recipe.phases if p.new_batch)
+        batches = sum(p.repeats for step in range(start_step, self.step) for p in self.recipe.phases
+                      if p.new_batch and p.due(step))
         return TrainResult(steps=self.step, resumed_from=self.resumed_from, ada_p=self.ada_p, best=self.best,
-                           img_per_s=done * cfg.batch_size * per_step / seconds if done else 0.0,
+                           img_per_s=batches * cfg.batch_size / seconds if done else 0.0,
                            seconds=seconds, variant=self.variant, history=self.history, evals=self.evals,
                            world_size=self.dist.world_size, replicas=replicas)
 

@@ -215,7 +215,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
            "-h", host, "-p", str(port)]
     print(f"serving {model} from {uri} on http://{host}:{port}/invocations "
           f"(what it takes: GET http://{host}:{port}/model)", file=sys.stderr)
-    example = SERVE_EXAMPLES[params.resolved.family.artifact]
+    example = (description or {}).get("example_request") or serve_example(params.resolved.family.artifact)
     print('try: curl -s -X POST -H "Content-Type: application/json" '
           f"http://{host}:{port}/invocations -d '{example}'", file=sys.stderr)
     os.execvpe(cmd[0], cmd, env)
@@ -402,8 +402,11 @@ def _metrics_line(ev: dict[str, Any]) -> str:
     return "  ".join(cells) + f"  ({ev['extractor']} features, {ev['num_samples']} samples)"
 
 
-SERVE_EXAMPLES = {"generate": '{"dataframe_records": [{"seed": 0}]}',
-                  "translate": '{"dataframe_records": [{"image": "<base64 PNG>", "direction": "a2b"}]}'}
+def serve_example(kind: str, directions: list[str] | None = None) -> str:
+    """A request body for a model of ``kind`` (a translator's first direction: a2b, x4, ...)."""
+    if kind == "translate":
+        return json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": (directions or ["a2b"])[0]}]})
+    return json.dumps({"dataframe_records": [{"seed": 0}]})
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -429,7 +432,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
           else f"compare runs: mlflow ui --backend-store-uri {uri}")
     for what, url in ui_links(uri, (tr or {}).get("run_id"), *((reg["model_name"], reg["version"]) if reg else ())):
         print(f"{what}: {url}")
-    print(f"serve the champion: gans serve   (then POST /invocations {SERVE_EXAMPLES[ev.get('artifact', 'generate')]})")
+    print(f"serve the champion: gans serve   (then POST /invocations {serve_example(ev.get('artifact', 'generate'), ev.get('directions'))})")
     return 0
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from gans.config import (AugmentConfig, ConfigError, DataConfig, EvaluateConfig, ModelConfig, TrainConfig,
                          build_config, require, to_dict)
-from gans.data import DataError, check_source, source_layout
+from gans.data import SUPERRES_PREFIX, DataError, check_source, source_layout
 from gans.families import Resolved, check_layout, resolve
 
 
@@ -96,7 +96,14 @@ class Params:
             check_source(self.data.source)
         except DataError as err:
             raise ConfigError(str(err)) from None
-        check_layout(self.resolved, source_layout(self.data.source), self.data.source)
+        if self.data.source.startswith(SUPERRES_PREFIX) and not self.data.scale:
+            raise ConfigError(f"data.scale: {self.data.source!r} holds low- and high-resolution pairs; set data.scale "
+                              "to the factor between them (2, 4 or 8)")
+        if self.data.scale and source_layout(self.data.source) in ("paired", "unpaired"):
+            raise ConfigError(f"data.scale: super-resolution pairs are made from one image set, and data.source "
+                              f"{self.data.source!r} is two domains; use an image source (mnist5k, folder:PATH, ...) "
+                              "or superres:PATH, or set data.scale: 0")
+        check_layout(self.resolved, source_layout(self.data.source, self.data.scale), self.data.source)
 
     @cached_property
     def resolved(self) -> Resolved:

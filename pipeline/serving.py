@@ -350,8 +350,9 @@ def describe_model(uri: str, info: Any, *, version: str | int | None = None) -> 
     signature only."""
     gans = dict((info.metadata or {}).get("gans", {}))
     sig = info.signature.to_dict() if info.signature is not None else {}
+    direction = (gans.get("directions") or ["a2b"])[0]
     example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") == "generate" else
-               json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": "a2b"}]})
+               json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": direction}]})
                if gans.get("kind") == "translate" else None)
     version = version if version is not None else info.registered_model_version
     return {"model": uri, "version": None if version is None else str(version), "run_id": info.run_id, **gans, "inputs": json.loads(sig.get("inputs") or "null"),

@@ -22,7 +22,7 @@ from gans.io import atomic_write, file_hash, remove_stale_temporaries, save_json
 from gans.sampling import png_bytes
 from gans.trainer import Trainer, check_trainable, resolve_device, training_fingerprint
 from pipeline import paths
-from pipeline.files import StageError, load_dataset_file, read_json, require_file, require_torch_file
+from pipeline.files import StageError, load_dataset_file, load_torch_file, read_json, require_file, require_torch_file
 from pipeline.params import Params
 
 
@@ -152,6 +152,18 @@ def _write_plot(history: list[dict[str, float]], path: Path,
     atomic_write(path, write)
 
 
+def _classifiers() -> dict[str, torch.nn.Module]:
+    """The evaluator stage's domain classifiers by data part (on the CPU), for a loss that uses fixed features
+    (the super-resolution content loss); none when the stage wrote none."""
+    from gans.evaluation import classifier_from_payload
+
+    if not paths.EVALUATOR.is_file():
+        return {}
+    payload = load_torch_file(paths.EVALUATOR, "evaluator")
+    payloads = payload["parts"] if "parts" in payload else {"images": payload}
+    return {name: classifier_from_payload(p, torch.device("cpu")) for name, p in payloads.items()}
+
+
 def _tracking_run(params: Params, run_id: str | None, meta: dict[str, Any]):
     """(run_id, reporter) or (None, None) when the tracking store cannot be reached."""
     from pipeline import tracking
@@ -185,7 +197,7 @@ def train(params: Params) -> dict[str, Any]:
     preview = load_dataset_file(paths.PREPARED / "holdout.pt", "prepare")
     meta = read_json(paths.AUGMENTED / "meta.json", "augment")
     aug_cfg = build_config(AugmentConfig, read_json(paths.AUGMENTED / "spec.json", "augment"), "augment")
-    recipe = family_recipe(params.resolved, model=params.model, data=data, preview=preview)
+    recipe = family_recipe(params.resolved, model=params.model, data=data, preview=preview, features=_classifiers())
     fp = training_fingerprint(recipe, model=params.model, train=params.train, augment=aug_cfg, data_hash=meta["hash"])
     is_main = check_trainable(recipe, params.train).is_main
     # Rank 0 holds the project's training lock until every output is written: a second `gans train` here

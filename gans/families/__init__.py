@@ -7,20 +7,23 @@ Adding a family: a module or folder under ``gans/families/`` that implements :cl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, require
 from gans.data import Dataset, ImageSet
 from gans.family import Artifact, Family, Recipe
 from gans.families.noise import NOISE
+from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
@@ -63,7 +66,8 @@ def resolve(model: ModelConfig) -> Resolved:
 
 
 LAYOUT_WORDS = {"images": "one image set", "paired": "paired data (two aligned domains)",
-                "unpaired": "unpaired data (two domains)"}
+                "unpaired": "unpaired data (two domains)",
+                "superres": "super-resolution pairs (data.scale > 0: each image and its downscaled copy)"}
 
 
 def check_layout(resolved: Resolved, layout: str, source: str) -> None:
@@ -77,11 +81,12 @@ def check_layout(resolved: Resolved, layout: str, source: str) -> None:
                           f"{LAYOUT_WORDS[layout]}: {fits}")
 
 
-def recipe(resolved: Resolved, *, model: ModelConfig, data: Dataset | ImageSet,
-           preview: Dataset | None = None) -> Recipe:
-    """The family's training recipe for ``data`` (an ImageSet is the images layout)."""
+def recipe(resolved: Resolved, *, model: ModelConfig, data: Dataset | ImageSet, preview: Dataset | None = None,
+           features: Mapping[str, nn.Module] | None = None) -> Recipe:
+    """The family's training recipe for ``data`` (an ImageSet is the images layout); ``features``: the domain
+    classifiers by data part, for a family whose loss uses them."""
     data = Dataset.single(data) if isinstance(data, ImageSet) else data
-    return resolved.family.recipe(resolved.composition, model=model, data=data, preview=preview)
+    return resolved.family.recipe(resolved.composition, model=model, data=data, preview=preview, features=features)
 
 
 def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artifact:
@@ -99,11 +104,12 @@ def load_artifact(path: str | Path, device: torch.device | str = "cpu") -> Artif
 
 
 def build_trainer(*, model: ModelConfig, train: TrainConfig, augment: AugmentConfig, data: Dataset | ImageSet,
-                  checkpoint_dir: str | Path, preview: Dataset | None = None, data_hash: str = "", **kwargs: Any):
+                  checkpoint_dir: str | Path, preview: Dataset | None = None, data_hash: str = "",
+                  features: Mapping[str, nn.Module] | None = None, **kwargs: Any):
     """A :class:`gans.trainer.Trainer` for ``model.variant`` on ``data`` (``kwargs``: reporter, evaluate_fn,
     extra)."""
     from gans.trainer import Trainer, training_fingerprint
 
-    r = recipe(resolve(model), model=model, data=data, preview=preview)
+    r = recipe(resolve(model), model=model, data=data, preview=preview, features=features)
     fp = training_fingerprint(r, model=model, train=train, augment=augment, data_hash=data_hash)
     return Trainer(recipe=r, train=train, augment=augment, checkpoint_dir=checkpoint_dir, fingerprint=fp, **kwargs)

@@ -101,7 +101,7 @@ class NoiseFamily:
         return composition.components()
 
     def recipe(self, composition: Variant, *, model: ModelConfig, data: Dataset,
-               preview: Dataset | None = None) -> NoiseRecipe:
+               preview: Dataset | None = None, features: Any = None) -> NoiseRecipe:
         return NoiseRecipe(composition, model=model, data=data)
 
     def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> GeneratorArtifact:

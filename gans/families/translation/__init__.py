@@ -89,7 +89,7 @@ class TranslationFamily:
         return composition.components()
 
     def recipe(self, composition: Translation, *, model: ModelConfig, data: Dataset,
-               preview: Dataset | None = None) -> TranslationRecipe:
+               preview: Dataset | None = None, features: Any = None) -> TranslationRecipe:
         return TranslationRecipe(composition, model=model, data=data, preview=preview)
 
     def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> TranslatorArtifact:
