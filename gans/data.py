@@ -24,30 +24,50 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSet:
-    """images: (N, C, R, R) uint8; labels: (N,) int64 or None."""
+    """images: (N, C, R, R) uint8; labels: (N,) int64 or None. ``attributes`` (N, K) uint8 0/1, named by
+    ``attribute_names``: the domains or attributes of each image (the ``attributes`` layout, StarGAN)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     classes: tuple[str, ...]
+    attributes: torch.Tensor | None = None
+    attribute_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def subset(self, index: torch.Tensor) -> "ImageSet":
         labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.images[index], labels, self.classes)
+        attributes = None if self.attributes is None else self.attributes[index]
+        return ImageSet(self.images[index], labels, self.classes, attributes, self.attribute_names)
+
+    def with_images(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                    attributes: torch.Tensor | None = None) -> "ImageSet":
+        """The same classes and attribute names over other rows."""
+        return ImageSet(images, labels, self.classes, attributes, self.attribute_names)
+
+    @property
+    def exclusive(self) -> bool:
+        """Whether every image has exactly one attribute: one-of-K domains rather than multi-hot attributes."""
+        return self.attributes is not None and bool((self.attributes.sum(1) == 1).all())
 
     def content_hash(self) -> str:
-        """sha256 over pixels, labels and shape: changes whenever the data does."""
+        """sha256 over pixels, labels, attributes and shape: changes whenever the data does."""
         h = hashlib.sha256()
         h.update(str(tuple(self.images.shape)).encode())
         h.update(self.images.contiguous().numpy().tobytes())
         if self.labels is not None:
             h.update(self.labels.contiguous().numpy().tobytes())
+        if self.attributes is not None:
+            h.update(",".join(self.attribute_names).encode())
+            h.update(self.attributes.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def to_dict(self) -> dict:
-        return {"images": self.images, "labels": self.labels, "classes": list(self.classes)}
+        out = {"images": self.images, "labels": self.labels, "classes": list(self.classes)}
+        if self.attributes is not None:
+            out.update(attributes=self.attributes, attribute_names=list(self.attribute_names))
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "ImageSet":
@@ -58,10 +78,13 @@ class ImageSet:
             raise ValueError("'images' is not a uint8 tensor of shape (N, C, H, W) with C 1 or 3")
         if labels is not None and not (torch.is_tensor(labels) and tuple(labels.shape) == (len(images),)):
             raise ValueError("'labels' is not a tensor with one label per image")
-        return cls(images, labels, tuple(d["classes"]))
+        attributes, names = d.get("attributes"), tuple(d.get("attribute_names", ()))
+        if attributes is not None and not (torch.is_tensor(attributes) and tuple(attributes.shape) == (len(images), len(names))):
+            raise ValueError("'attributes' is not a tensor with one row of attribute_names per image")
+        return cls(images, labels, tuple(d["classes"]), attributes, names)
 
 
-LAYOUTS = ("images", "paired", "unpaired", "superres")
+LAYOUTS = ("images", "paired", "unpaired", "superres", "attributes")
 IMAGES = "images"  # the part name of the images layout
 ALIGNED = ("paired", "superres")  # layouts whose parts are aligned row by row
 
@@ -71,7 +94,8 @@ class Dataset:
     """A prepared split. Layout ``images``: one image set, part ``images``. Layouts ``paired`` and
     ``unpaired``: two domains, parts ``a`` and ``b``; paired parts are aligned (row i of ``a`` goes with row i
     of ``b``, and they share labels), unpaired parts are independent sets of any sizes. Layout ``superres``:
-    aligned parts ``lr`` (low resolution, R / data.scale) and ``hr`` (the originals, R)."""
+    aligned parts ``lr`` (low resolution, R / data.scale) and ``hr`` (the originals, R). Layout ``attributes``:
+    part ``images``, whose image set carries each image's domain or attributes (StarGAN)."""
 
     layout: str
     parts: dict[str, ImageSet]
@@ -128,8 +152,8 @@ MAX_CLASSES = 1000
 TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUNDLED_SOURCES = ("mnist5k", "digits")
 # Two-domain sources (gans.domains loads them): bundled derived sets and the folder layouts users have.
-TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "digits-mnist5k": "unpaired"}
-TWO_DOMAIN_PREFIXES = {"paired:": "paired", "unpaired:": "unpaired"}
+TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "digits-mnist5k": "unpaired", "mnist5k-styles": "attributes"}
+TWO_DOMAIN_PREFIXES = {"paired:": "paired", "unpaired:": "unpaired", "attributes:": "attributes"}
 SUPERRES_PREFIX = "superres:"  # a folder with HR/ and LR/ images of matching names (gans.domains)
 SOURCE_FORMS = (BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH") + tuple(TWO_DOMAIN_SOURCES)
                 + tuple(f"{p}PATH" for p in TWO_DOMAIN_PREFIXES) + (f"{SUPERRES_PREFIX}PATH",))

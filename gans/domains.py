@@ -12,6 +12,10 @@ Super-resolution pairs (layout ``superres``, parts ``lr`` and ``hr``) come from 
 ``data.scale`` set (each image and its bicubic downscale, the standard protocol), or from ``superres:PATH``
 with ``HR/`` and ``LR/`` folders of matching file names (LR images ``data.scale`` times smaller).
 
+Several domains in one image set (layout ``attributes``, StarGAN): the bundled ``mnist5k-styles`` (each mnist5k
+digit drawn in one of five styles: original, inverted, rotated, thick, thin), and ``attributes:PATH``, a folder
+with ``attributes.csv`` (file name, then 0/1 per attribute: the layout CelebA's attribute file reduces to).
+
 Each loader returns (dataset, holdout or None): the holdout when the layout ships a test split.
 """
 
@@ -30,6 +34,10 @@ def load(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
     source = cfg.source
     if source.startswith(SUPERRES_PREFIX) or cfg.scale:
         return _superres(cfg), None
+    if source == "mnist5k-styles":
+        return _limit(_mnist_styles(cfg), cfg), None
+    if source.startswith("attributes:"):
+        return _limit(_attribute_folder(Path(source[len("attributes:"):]), cfg.resolution), cfg), None
     if source == "mnist5k-edges":
         data, holdout = _mnist_edges(cfg), None
     elif source == "digits-mnist5k":
@@ -208,7 +216,7 @@ def _superres(cfg: DataConfig) -> Dataset:
                         "between them (2, 4 or 8)")
     if source in TWO_DOMAIN_SOURCES or source.startswith(tuple(TWO_DOMAIN_PREFIXES)):
         raise DataError(f"data.scale: super-resolution pairs are made from one image set, and data.source {source!r} "
-                        "is two domains; use an image source (mnist5k, folder:PATH, ...) or superres:PATH, or set "
+                        "is several domains; use an image source (mnist5k, folder:PATH, ...) or superres:PATH, or set "
                         "data.scale: 0")
     if source.startswith(SUPERRES_PREFIX):
         return _limit(_superres_folder(Path(source[len(SUPERRES_PREFIX):]), cfg.resolution, cfg.scale), cfg)
@@ -241,3 +249,77 @@ def _superres_folder(root: Path, resolution: int, scale: int) -> Dataset:
     channels = 3 if any(img.shape[0] == 3 for img in highs + lows) else 1
     return Dataset("superres", {"lr": _unlabelled(_stack(lows, resolution // scale, channels)),
                                 "hr": _unlabelled(_stack(highs, resolution, channels))})
+
+
+# ---------------------------------------------------------------- several domains (StarGAN)
+
+STYLES = ("original", "inverted", "rotated", "thick", "thin")
+
+
+def restyle(images: torch.Tensor, style: str) -> torch.Tensor:
+    """uint8 (N, 1, R, R) digits drawn in ``style``: inverted (255 - x), rotated (90 degrees counter-clockwise),
+    thick (3x3 grey dilation), thin (3x3 grey erosion), or as they are."""
+    import torch.nn.functional as F
+
+    if style == "inverted":
+        return 255 - images
+    if style == "rotated":
+        return images.rot90(1, dims=(-2, -1)).contiguous()
+    if style == "thick":
+        return F.max_pool2d(images.float(), 3, 1, 1).to(torch.uint8)
+    if style == "thin":
+        return (-F.max_pool2d(-images.float(), 3, 1, 1)).to(torch.uint8)
+    return images
+
+
+def _mnist_styles(cfg: DataConfig) -> Dataset:
+    """mnist5k, each digit in one of the five styles (a seeded fifth of the digits each): one-of-K domains,
+    and the digit label kept (for label preservation)."""
+    digits = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution, seed=cfg.seed))
+    g = torch.Generator().manual_seed(cfg.seed)
+    style = torch.empty(len(digits), dtype=torch.long)
+    style[torch.randperm(len(digits), generator=g)] = torch.arange(len(digits)) % len(STYLES)
+    images = digits.images.clone()
+    for k, name in enumerate(STYLES):
+        rows = (style == k).nonzero().flatten()
+        images[rows] = restyle(digits.images[rows], name)
+    attributes = torch.nn.functional.one_hot(style, len(STYLES)).to(torch.uint8)
+    return Dataset("attributes", {"images": ImageSet(images, digits.labels, digits.classes, attributes, STYLES)})
+
+
+def _attribute_folder(root: Path, resolution: int) -> Dataset:
+    """``attributes.csv`` in ``root``: a header ``file,<attribute>,...`` and one row per image (its path relative
+    to ``root``, then 0 or 1 per attribute; -1 reads as 0, CelebA's convention)."""
+    import csv
+
+    what = f"attributes:{root}"
+    table = root / "attributes.csv"
+    if not root.is_dir():
+        raise DataError(f"data.source: folder {str(root)!r} does not exist or is not a folder")
+    if not table.is_file():
+        raise DataError(f"data.source: {what} has no attributes.csv (a header `file,<attribute>,...`, then one row "
+                        "per image: its file name and 0 or 1 per attribute)")
+    with table.open(newline="") as fh:
+        rows = [r for r in csv.reader(fh) if r and any(cell.strip() for cell in r)]
+    if len(rows) < 2 or len(rows[0]) < 2:
+        raise DataError(f"data.source: {table} needs a header `file,<attribute>,...` and at least one image row")
+    names = tuple(c.strip() for c in rows[0][1:])
+    if len(set(names)) != len(names) or not all(names):
+        raise DataError(f"data.source: {table}: attribute names must be distinct and non-empty, got {list(names)}")
+    images, attributes = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(names) + 1:
+            raise DataError(f"data.source: {table} line {line}: {len(row)} cells; the header has {len(names) + 1}")
+        values = [c.strip() for c in row[1:]]
+        bad = [v for v in values if v not in ("0", "1", "-1")]
+        if bad:
+            raise DataError(f"data.source: {table} line {line}: attribute values must be 0 or 1 (or -1 for 0), got "
+                            f"{bad[0]!r}")
+        path = root / row[0].strip()
+        if not path.is_file():
+            raise DataError(f"data.source: {table} line {line}: {row[0].strip()!r} is not a file in {root}")
+        images.append(_read_image(path))
+        attributes.append([1 if v == "1" else 0 for v in values])
+    x = _stack(images, resolution)
+    a = torch.tensor(attributes, dtype=torch.uint8)
+    return Dataset("attributes", {"images": ImageSet(x, None, (), a, names)})

@@ -58,23 +58,34 @@ def weights_id(module: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def train_classifier(train: ImageSet, *, epochs: int, seed: int, device: torch.device,
-                     batch_size: int = 128) -> DomainClassifier:
-    """Fit the domain classifier on labelled images with small random shifts."""
-    if train.labels is None:
-        raise ValueError("evaluate.features: domain needs labelled data, and data.source has no labels")
+def train_classifier(train: ImageSet, *, epochs: int, seed: int, device: torch.device, batch_size: int = 128,
+                     attributes: bool = False) -> DomainClassifier:
+    """Fit the domain classifier on labelled images with small random shifts; with ``attributes``, on the
+    image set's domains (one-of-K: cross-entropy) or attributes (multi-hot: a binary cross-entropy each)."""
+    if attributes:
+        assert train.attributes is not None
+        exclusive = train.exclusive
+        targets = train.attributes.argmax(1) if exclusive else train.attributes.float()
+        num_classes = len(train.attribute_names)
+
+        def objective(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(logits, y) if exclusive else F.binary_cross_entropy_with_logits(logits, y)
+    else:
+        if train.labels is None:
+            raise ValueError("evaluate.features: domain needs labelled data, and data.source has no labels")
+        targets, num_classes, objective = train.labels, len(train.classes), F.cross_entropy
     torch.manual_seed(seed)
-    model = DomainClassifier(channels=int(train.images.shape[1]), num_classes=len(train.classes)).to(device)
+    model = DomainClassifier(channels=int(train.images.shape[1]), num_classes=num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * -(-len(train) // batch_size))
-    images, labels = train.images.to(device), train.labels.to(device)
+    images, labels = train.images.to(device), targets.to(device)
     g = torch.Generator().manual_seed(seed)
     model.train()
     for _ in tqdm(range(epochs), desc="evaluator", unit="epoch", disable=None):
         for idx in torch.randperm(len(train), generator=g).split(batch_size):
             idx = idx.to(device)
             x = _random_shift(to_float(images[idx]), g)
-            loss = F.cross_entropy(model(x), labels[idx])
+            loss = objective(model(x), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -137,11 +148,23 @@ def cached_features(extractor, images: torch.Tensor, *, cache_dir: Path, key: st
     return out
 
 
-def accuracy(model: DomainClassifier, data: ImageSet, *, device: torch.device, batch_size: int = 500) -> float:
-    """Top-1 accuracy on a labelled image set."""
-    assert data.labels is not None
+def accuracy(model: DomainClassifier, data: ImageSet, *, device: torch.device, batch_size: int = 500,
+             attributes: bool = False) -> float:
+    """Top-1 accuracy on a labelled image set; with ``attributes``, of its domains (one-of-K) or the mean
+    accuracy of each attribute (multi-hot)."""
     logits = extract(model, data.images, batch_size=batch_size, device=device, desc="accuracy").logits
+    if attributes:
+        assert data.attributes is not None
+        return attribute_accuracy(logits, data.attributes, exclusive=data.exclusive)
+    assert data.labels is not None
     return float((logits.argmax(1) == data.labels).double().mean())
+
+
+def attribute_accuracy(logits: torch.Tensor, attributes: torch.Tensor, *, exclusive: bool) -> float:
+    """Share of images whose domain (argmax) is right, or of attributes (logit > 0) that are right."""
+    if exclusive:
+        return float((logits.argmax(1) == attributes.argmax(1)).double().mean())
+    return float(((logits > 0) == attributes.bool()).double().mean())
 
 
 class _Precomputed(nn.Module):

@@ -347,7 +347,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--version: got {args.version}; model versions are numbered from 1")
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params, args.version)
     graphs = {g.name: g for g in artifact.graphs()}
-    if artifact.kind == "translate":
+    if artifact.kind == "translate" and "generator" in graphs:  # one graph takes the target domain as an input
+        if args.direction is not None:
+            raise ConfigError(f"--direction: {artifact.variant} exports one graph for every domain (its 'target' "
+                              "input); drop --direction")
+        graph = graphs["generator"]
+    elif artifact.kind == "translate":
         if args.direction is None and len(artifact.directions) > 1:
             raise ConfigError(f"--direction: {artifact.variant} translates {' and '.join(artifact.directions)}; "
                               f"export one at a time (--direction {artifact.directions[0]})")
@@ -402,11 +407,17 @@ def _metrics_line(ev: dict[str, Any]) -> str:
     return "  ".join(cells) + f"  ({ev['extractor']} features, {ev['num_samples']} samples)"
 
 
-def serve_example(kind: str, directions: list[str] | None = None) -> str:
-    """A request body for a model of ``kind`` (a translator's first direction: a2b, x4, ...)."""
+def serve_example(kind: str, directions: list[str] | None = None, column: str = "direction") -> str:
+    """A request body for a model of ``kind`` (a translator's first direction or domain: a2b, x4, ...)."""
     if kind == "translate":
-        return json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": (directions or ["a2b"])[0]}]})
+        return json.dumps({"dataframe_records": [{"image": "<base64 PNG>", column: (directions or ["a2b"])[0]}]})
     return json.dumps({"dataframe_records": [{"seed": 0}]})
+
+
+def _summary_example(ev: dict[str, Any]) -> str:
+    if ev.get("domains"):
+        return serve_example("translate", ev["domains"], "domain")
+    return serve_example(ev.get("artifact", "generate"), ev.get("directions"))
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -432,7 +443,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
           else f"compare runs: mlflow ui --backend-store-uri {uri}")
     for what, url in ui_links(uri, (tr or {}).get("run_id"), *((reg["model_name"], reg["version"]) if reg else ())):
         print(f"{what}: {url}")
-    print(f"serve the champion: gans serve   (then POST /invocations {serve_example(ev.get('artifact', 'generate'), ev.get('directions'))})")
+    print(f"serve the champion: gans serve   (then POST /invocations {_summary_example(ev)})")
     return 0
 
 

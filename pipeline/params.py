@@ -99,9 +99,9 @@ class Params:
         if self.data.source.startswith(SUPERRES_PREFIX) and not self.data.scale:
             raise ConfigError(f"data.scale: {self.data.source!r} holds low- and high-resolution pairs; set data.scale "
                               "to the factor between them (2, 4 or 8)")
-        if self.data.scale and source_layout(self.data.source) in ("paired", "unpaired"):
+        if self.data.scale and source_layout(self.data.source) in ("paired", "unpaired", "attributes"):
             raise ConfigError(f"data.scale: super-resolution pairs are made from one image set, and data.source "
-                              f"{self.data.source!r} is two domains; use an image source (mnist5k, folder:PATH, ...) "
+                              f"{self.data.source!r} is several domains; use an image source (mnist5k, folder:PATH, ...) "
                               "or superres:PATH, or set data.scale: 0")
         check_layout(self.resolved, source_layout(self.data.source, self.data.scale), self.data.source)
 

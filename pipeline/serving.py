@@ -50,18 +50,24 @@ def signature(conditional: bool) -> ModelSignature:
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
-def translate_signature(two_way: bool) -> ModelSignature:
-    """The ``translate`` signature: image (base64 PNG) and direction -> png. ``direction`` is required by
-    two-way models and optional for one-way ones, which still receive it (MLflow drops columns a signature
-    does not name) and refuse any direction but their own."""
-    columns = [ColSpec("string", "image"), ColSpec("string", "direction", required=two_way)]
+def translate_signature(two_way: bool, column: str = "direction") -> ModelSignature:
+    """The ``translate`` signature: image (base64 PNG) and direction (or, for a multi-domain model, domain) ->
+    png. ``direction`` is required by two-way models and optional for one-way ones, which still receive it
+    (MLflow drops columns a signature does not name) and refuse any direction but their own."""
+    columns = [ColSpec("string", "image"), ColSpec("string", column, required=two_way)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
+
+
+def target_column(artifact: Any) -> str:
+    """The column a translator's rows name their target in: ``direction`` (a2b, x4, ...), or ``domain`` for a
+    multi-domain model."""
+    return getattr(artifact, "target_column", "direction")
 
 
 def signature_of(artifact: Any) -> ModelSignature:
     """The pyfunc signature of an artifact, by its kind."""
     if artifact.kind == "translate":
-        return translate_signature(len(artifact.directions) > 1)
+        return translate_signature(len(artifact.directions) > 1, target_column(artifact))
     return signature(bool(artifact.num_classes))
 
 
@@ -74,7 +80,7 @@ def input_example_of(artifact: Any) -> pd.DataFrame:
         images = [base64.b64encode(png_bytes(torch.zeros(artifact.in_channels(d), artifact.resolution,
                                                          artifact.resolution, dtype=torch.uint8))).decode("ascii")
                   for d in directions]
-        return pd.DataFrame({"image": images, "direction": directions})
+        return pd.DataFrame({"image": images, target_column(artifact): directions})
     rows = pd.DataFrame({"seed": [0, 1]})
     if artifact.num_classes:
         rows["label"] = [0, 1 % artifact.num_classes]
@@ -161,23 +167,32 @@ def _fit_channels(img: torch.Tensor, channels: int, row: int) -> torch.Tensor:
 
 def validate_translate_rows(frame: pd.DataFrame, artifact: Any, *,
                             max_rows: int) -> dict[str, tuple[list[int], torch.Tensor]]:
-    """Check a ``translate`` request; return {direction: (row numbers, uint8 images (N, C, R, R))}."""
-    directions, r = tuple(artifact.directions), artifact.resolution
+    """Check a ``translate`` request; return {direction or domain: (row numbers, uint8 images (N, C, R, R))}."""
+    directions, r, column = tuple(artifact.directions), artifact.resolution, target_column(artifact)
+    known = ", ".join(directions)
+    check = getattr(artifact, "target_of", None)  # a multi-domain model reads its own domain names and vectors
     _check_table(frame, required="image", max_rows=max_rows, example='{"image": "<base64 PNG>"}')
-    extra = sorted(set(frame.columns) - {"image", "direction"})
+    extra = sorted(set(frame.columns) - {"image", column})
     if extra:
-        raise _bad(f"unknown column(s) {extra}: this model takes 'image'" + (" and 'direction'" if len(directions) > 1 else ""))
-    if "direction" not in frame.columns and len(directions) > 1:
-        raise _bad(f"this model translates both ways: every row needs 'direction', one of {', '.join(directions)}")
+        raise _bad(f"unknown column(s) {extra}: this model takes 'image'" + (f" and '{column}'" if len(directions) > 1 else ""))
+    if column not in frame.columns and len(directions) > 1:
+        what = "translates both ways" if column == "direction" else "translates between domains"
+        raise _bad(f"this model {what}: every row needs '{column}', one of {known}")
     groups: dict[str, tuple[list[int], list[torch.Tensor]]] = {}
     for i, row in enumerate(frame.to_dict("records")):
-        direction = row.get("direction")
+        direction = row.get(column)
         if direction is None or (isinstance(direction, float) and math.isnan(direction)):
             if len(directions) > 1:
-                raise _bad(f"row {i}: 'direction' is missing; this model translates {', '.join(directions)}")
+                raise _bad(f"row {i}: '{column}' is missing; this model translates {known}")
             direction = directions[0]
-        if direction not in directions:
-            raise _bad(f"row {i}: 'direction' must be one of {', '.join(directions)}, got {direction!r}")
+        if check is not None:
+            try:
+                check(str(direction))
+            except ValueError as err:
+                raise _bad(f"row {i}: '{column}' {err}") from None
+            direction = str(direction)
+        elif direction not in directions:
+            raise _bad(f"row {i}: '{column}' must be one of {known}, got {direction!r}")
         img = _decode_image(row["image"], i)
         if tuple(img.shape[1:]) != (r, r):
             raise _bad(f"row {i}: 'image' is {img.shape[2]}x{img.shape[1]} pixels; this model translates {r}x{r} images")
@@ -351,8 +366,9 @@ def describe_model(uri: str, info: Any, *, version: str | int | None = None) -> 
     gans = dict((info.metadata or {}).get("gans", {}))
     sig = info.signature.to_dict() if info.signature is not None else {}
     direction = (gans.get("directions") or ["a2b"])[0]
+    column = gans.get("target_column", "direction")
     example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") == "generate" else
-               json.dumps({"dataframe_records": [{"image": "<base64 PNG>", "direction": direction}]})
+               json.dumps({"dataframe_records": [{"image": "<base64 PNG>", column: direction}]})
                if gans.get("kind") == "translate" else None)
     version = version if version is not None else info.registered_model_version
     return {"model": uri, "version": None if version is None else str(version), "run_id": info.run_id, **gans, "inputs": json.loads(sig.get("inputs") or "null"),

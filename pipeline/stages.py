@@ -15,7 +15,7 @@ import torch
 
 from gans import checkpoints
 from gans.config import AugmentConfig, build_config, to_dict
-from gans.data import Dataset, ImageSet, load_dataset, split_dataset
+from gans.data import Dataset, load_dataset, split_dataset
 from gans.evaluation import accuracy, classifier_payload, train_classifier
 from gans.families import recipe as family_recipe
 from gans.io import atomic_write, file_hash, remove_stale_temporaries, save_json, save_torch
@@ -80,8 +80,9 @@ def augment(params: Params) -> dict[str, Any]:
     meta = read_json(paths.PREPARED / "meta.json", "prepare")
     parts = dict(train.parts)
     if "xflip" in cfg.static:
-        parts = {name: ImageSet(torch.cat([s.images, s.images.flip(-1)]),
-                                None if s.labels is None else torch.cat([s.labels, s.labels]), s.classes)
+        parts = {name: s.with_images(torch.cat([s.images, s.images.flip(-1)]),
+                                     None if s.labels is None else torch.cat([s.labels, s.labels]),
+                                     None if s.attributes is None else torch.cat([s.attributes, s.attributes]))
                  for name, s in parts.items()}
     out = Dataset(train.layout, parts)
     save_torch(out.to_dict(), paths.AUGMENTED / "train.pt")
@@ -114,6 +115,11 @@ def evaluator(params: Params) -> dict[str, Any]:
         if part.labels is not None:
             model = train_classifier(part, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device)
             payloads[name] = classifier_payload(model, part.classes, accuracy(model, holdout.parts[name], device=device))
+    if train.layout == "attributes":  # the domain or attribute classifier (StarGAN's target-domain accuracy)
+        part = train.parts["images"]
+        model = train_classifier(part, epochs=cfg.evaluator_epochs, seed=cfg.seed, device=device, attributes=True)
+        acc = accuracy(model, holdout.parts["images"], device=device, attributes=True)
+        payloads["attributes"] = {**classifier_payload(model, part.attribute_names, acc), "exclusive": part.exclusive}
     if train.layout == "images" and payloads:
         payload = payloads["images"]
         result = {"holdout_accuracy": payload["holdout_accuracy"], "id": payload["id"]}

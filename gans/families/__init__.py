@@ -19,11 +19,12 @@ from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, re
 from gans.data import Dataset, ImageSet
 from gans.family import Artifact, Family, Recipe
 from gans.families.noise import NOISE
+from gans.families.multidomain import MULTIDOMAIN
 from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
@@ -67,7 +68,8 @@ def resolve(model: ModelConfig) -> Resolved:
 
 LAYOUT_WORDS = {"images": "one image set", "paired": "paired data (two aligned domains)",
                 "unpaired": "unpaired data (two domains)",
-                "superres": "super-resolution pairs (data.scale > 0: each image and its downscaled copy)"}
+                "superres": "super-resolution pairs (data.scale > 0: each image and its downscaled copy)",
+                "attributes": "images with domains or attributes (mnist5k-styles, attributes:PATH)"}
 
 
 def check_layout(resolved: Resolved, layout: str, source: str) -> None:
