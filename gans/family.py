@@ -152,6 +152,31 @@ class Recipe(Protocol):
         """uint8 (C, H, W) grid of fixed inputs through the EMA networks."""
 
 
+class StatelessRecipe:
+    """The recipe hooks of a family that keeps no extra state and has nothing to do after an update (no
+    weight clipping, no image pool): mix it into a recipe class that sets ``nets`` in ``bind``."""
+
+    nets: dict[str, nn.Module]
+
+    def after_update(self, phase: str) -> None:
+        pass
+
+    def compile(self) -> None:
+        for net in self.nets.values():
+            net.compile()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state dict with contiguous tensors, as artifacts store them."""
+    return {k: v.contiguous() for k, v in module.state_dict().items()}
+
+
 class Extractor(Protocol):
     """Features (for FID, KID, precision/recall) and logits (for IS and label metrics) of uint8 images."""
 

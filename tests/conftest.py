@@ -15,8 +15,8 @@ setup_logging()
 
 # The tiny workload and scratch git + DVC projects live in scratch.py (the benchmarks use them too);
 # the tests import them from here.
-from scratch import (BIN, ROOT, TINY, KillAt, make_project, model_files, run, serve_model,  # noqa: E402, F401
-                     state_differences, subprocess_env, tail, tiny_params)
+from scratch import (BIN, ROOT, TINY, KillAt, invoke_rows, make_project, model_files, png_base64,  # noqa: E402, F401
+                     run, serve_model, state_differences, subprocess_env, tail, tiny_params)
 
 
 @pytest.fixture(scope="session")

@@ -168,3 +168,19 @@ def state_differences(a, b, path: str = "") -> list[str]:
         return [f"{path} length"] if len(a) != len(b) else [p for i, (x, y) in enumerate(zip(a, b))
                                                           for p in state_differences(x, y, f"{path}[{i}]")]
     return [] if a == b else [path]
+
+
+def png_base64(image) -> str:
+    """uint8 (C, H, W) -> a base64 PNG, as a serving row's ``image``."""
+    import base64
+
+    from torchvision.io import encode_png
+
+    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
+
+
+def invoke_rows(url: str, rows: list[dict]):
+    """POST ``rows`` as dataframe_records to a model server's /invocations."""
+    import requests
+
+    return requests.post(f"{url}/invocations", json={"dataframe_records": rows}, timeout=60)

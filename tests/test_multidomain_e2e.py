@@ -14,7 +14,7 @@ import requests
 import torch
 from PIL import Image
 
-from conftest import make_project, model_files, run, serve_model, tiny_params
+from conftest import invoke_rows, make_project, model_files, png_base64, run, serve_model, tiny_params
 from gans.export import run_exported
 
 pytestmark = pytest.mark.e2e
@@ -53,34 +53,26 @@ def test_stargan_through_dvc_reports_every_domain_and_registers(stargan: Path) -
     assert "target-domain accuracy" in summary and '"domain": "original"' in summary
 
 
-def _png(image: torch.Tensor) -> str:
-    from torchvision.io import encode_png
-
-    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
-
-
-def _invoke(url: str, rows: list[dict]) -> requests.Response:
-    return requests.post(f"{url}/invocations", json={"dataframe_records": rows}, timeout=60)
 
 
 def test_served_stargan_translates_to_a_named_domain_and_refuses_unknown_ones(stargan: Path) -> None:
     proc, url = serve_model(stargan, "--model", "models:/gan-generator/1")
     try:
         x = torch.load(stargan / "data/prepared/holdout.pt", weights_only=True)["parts"]["images"]["images"]
-        resp = _invoke(url, [{"image": _png(x[0]), "domain": "inverted"}, {"image": _png(x[0]), "domain": "01000"},
-                             {"image": _png(x[0]), "domain": "thin"}])
+        resp = invoke_rows(url, [{"image": png_base64(x[0]), "domain": "inverted"}, {"image": png_base64(x[0]), "domain": "01000"},
+                             {"image": png_base64(x[0]), "domain": "thin"}])
         assert resp.status_code == 200, resp.text
         pngs = [base64.b64decode(r["png"]) for r in resp.json()["predictions"]]
         assert pngs[0] == pngs[1] and pngs[0] != pngs[2]  # a name and its vector are the same target
-        bad = [([{"image": _png(x[0]), "domain": "sideways"}],
+        bad = [([{"image": png_base64(x[0]), "domain": "sideways"}],
                 "'domain' names no domain this model knows ('sideways'); known: original, inverted, rotated, thick, thin"),
-               ([{"image": _png(x[0])}], "Model is missing inputs ['domain']"),
-               ([{"image": _png(x[0]), "domain": "thick+thin"}], "must name exactly one domain"),
-               ([{"image": _png(torch.zeros(1, 8, 8, dtype=torch.uint8)), "domain": "thin"}], "is 8x8 pixels")]
+               ([{"image": png_base64(x[0])}], "Model is missing inputs ['domain']"),
+               ([{"image": png_base64(x[0]), "domain": "thick+thin"}], "must name exactly one domain"),
+               ([{"image": png_base64(torch.zeros(1, 8, 8, dtype=torch.uint8)), "domain": "thin"}], "is 8x8 pixels")]
         for rows, fragment in bad:
-            r = _invoke(url, rows)
+            r = invoke_rows(url, rows)
             assert r.status_code == 400 and fragment in r.text, (fragment, r.status_code, r.text[:300])
-            assert _invoke(url, [{"image": _png(x[1]), "domain": "rotated"}]).status_code == 200  # still serving
+            assert invoke_rows(url, [{"image": png_base64(x[1]), "domain": "rotated"}]).status_code == 200  # still serving
         described = requests.get(f"{url}/model", timeout=30).json()
         assert described["domains"][:2] == ["original", "inverted"] and described["target_column"] == "domain"
         assert [c["name"] for c in described["inputs"]] == ["image", "domain"]

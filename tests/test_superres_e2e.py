@@ -14,7 +14,7 @@ import requests
 import torch
 from PIL import Image
 
-from conftest import make_project, model_files, run, serve_model, tiny_params
+from conftest import invoke_rows, make_project, model_files, png_base64, run, serve_model, tiny_params
 from gans.export import run_exported
 
 pytestmark = pytest.mark.e2e
@@ -60,32 +60,24 @@ def test_srgan_through_dvc_reports_y_psnr_beside_bicubic_and_registers(srgan: Pa
     assert "bicubic PSNR (Y)" in summary and '"direction": "x4"' in summary
 
 
-def _png(image: torch.Tensor) -> str:
-    from torchvision.io import encode_png
-
-    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
-
-
-def _invoke(url: str, rows: list[dict]) -> requests.Response:
-    return requests.post(f"{url}/invocations", json={"dataframe_records": rows}, timeout=60)
 
 
 def test_served_srgan_upscales_pngs_and_refuses_wrong_sizes(srgan: Path) -> None:
     proc, url = serve_model(srgan, "--model", "models:/gan-generator/1")
     try:
         lr = torch.load(srgan / "data/prepared/holdout.pt", weights_only=True)["parts"]["lr"]["images"]
-        resp = _invoke(url, [{"image": _png(lr[0])}, {"image": _png(lr[1]), "direction": "x4"}])
+        resp = invoke_rows(url, [{"image": png_base64(lr[0])}, {"image": png_base64(lr[1]), "direction": "x4"}])
         assert resp.status_code == 200, resp.text
         served = [base64.b64decode(r["png"]) for r in resp.json()["predictions"]]
         assert [Image.open(io.BytesIO(p)).size for p in served] == [(32, 32), (32, 32)]
         hr = torch.zeros(1, 32, 32, dtype=torch.uint8)
-        bad = [([{"image": _png(hr)}], "is 32x32 pixels; this model translates 8x8 images"),
+        bad = [([{"image": png_base64(hr)}], "is 32x32 pixels; this model translates 8x8 images"),
                ([{"image": base64.b64encode(b"\x89PNG broken").decode()}], "not a readable image"),
-               ([{"image": _png(lr[0]), "direction": "x2"}], "'direction' must be one of x4, got 'x2'")]
+               ([{"image": png_base64(lr[0]), "direction": "x2"}], "'direction' must be one of x4, got 'x2'")]
         for rows, fragment in bad:
-            r = _invoke(url, rows)
+            r = invoke_rows(url, rows)
             assert r.status_code == 400 and fragment in r.text, (fragment, r.status_code, r.text[:300])
-            assert _invoke(url, [{"image": _png(lr[2])}]).status_code == 200  # still serving
+            assert invoke_rows(url, [{"image": png_base64(lr[2])}]).status_code == 200  # still serving
         described = requests.get(f"{url}/model", timeout=30).json()
         assert (described["family"], described["scale"], described["resolution"], described["output_resolution"]) == \
             ("superres", 4, 8, 32)

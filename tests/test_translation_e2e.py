@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import make_project, model_files, run, serve_model, tiny_params
+from conftest import invoke_rows, make_project, model_files, png_base64, run, serve_model, tiny_params
 from gans.export import run_exported
 
 pytestmark = pytest.mark.e2e
@@ -99,39 +99,31 @@ def _serve(repo: Path, model: str):
     return serve_model(repo, "--model", model)
 
 
-def _png(image: torch.Tensor) -> str:
-    from torchvision.io import encode_png
-
-    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
-
 
 def _holdout(repo: Path, part: str) -> torch.Tensor:
     return torch.load(repo / "data/prepared/holdout.pt", weights_only=True)["parts"][part]["images"]
 
-
-def _invoke(url: str, rows: list[dict]) -> requests.Response:
-    return requests.post(f"{url}/invocations", json={"dataframe_records": rows}, timeout=60)
 
 
 def test_served_pix2pix_translates_pngs_and_refuses_bad_images(paired: Path) -> None:
     proc, url = _serve(paired, "models:/gan-generator/1")
     try:
         edges = _holdout(paired, "a")
-        resp = _invoke(url, [{"image": _png(edges[0])}, {"image": _png(edges[1])}, {"image": _png(edges[0])}])
+        resp = invoke_rows(url, [{"image": png_base64(edges[0])}, {"image": png_base64(edges[1])}, {"image": png_base64(edges[0])}])
         assert resp.status_code == 200, resp.text
         pngs = [base64.b64decode(r["png"]) for r in resp.json()["predictions"]]
         assert all(Image.open(io.BytesIO(p)).size == (16, 16) for p in pngs)
         assert pngs[0] == pngs[2] and pngs[0] != pngs[1]  # the same image, the same translation
         big = torch.zeros(1, 20, 20, dtype=torch.uint8)
-        bad = [([{"image": _png(big)}], "is 20x20 pixels; this model translates 16x16 images"),
+        bad = [([{"image": png_base64(big)}], "is 20x20 pixels; this model translates 16x16 images"),
                ([{"image": base64.b64encode(b"not a png").decode()}], "not a readable image"),
                ([{"image": "@@@"}], "not valid base64"),
-               ([{"image": _png(edges[0]), "direction": "b2a"}], "'direction' must be one of a2b, got 'b2a'"),
-               ([{"image": _png(edges[0])}] * 65, "at most 64")]
+               ([{"image": png_base64(edges[0]), "direction": "b2a"}], "'direction' must be one of a2b, got 'b2a'"),
+               ([{"image": png_base64(edges[0])}] * 65, "at most 64")]
         for rows, fragment in bad:
-            r = _invoke(url, rows)
+            r = invoke_rows(url, rows)
             assert r.status_code == 400 and fragment in r.text, (fragment, r.status_code, r.text[:300])
-            assert _invoke(url, [{"image": _png(edges[2])}]).status_code == 200  # still serving
+            assert invoke_rows(url, [{"image": png_base64(edges[2])}]).status_code == 200  # still serving
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -167,12 +159,12 @@ def test_served_cyclegan_takes_a_direction_per_row(cyclegan: Path) -> None:
     proc, url = _serve(cyclegan, "models:/gan-generator/2")
     try:
         a, b = _holdout(cyclegan, "a")[0], _holdout(cyclegan, "b")[0]
-        resp = _invoke(url, [{"image": _png(a), "direction": "a2b"}, {"image": _png(b), "direction": "b2a"}])
+        resp = invoke_rows(url, [{"image": png_base64(a), "direction": "a2b"}, {"image": png_base64(b), "direction": "b2a"}])
         assert resp.status_code == 200, resp.text
         assert len(resp.json()["predictions"]) == 2
-        missing = _invoke(url, [{"image": _png(a)}])
+        missing = invoke_rows(url, [{"image": png_base64(a)}])
         assert missing.status_code == 400, missing.text
-        unknown = _invoke(url, [{"image": _png(a), "direction": "sideways"}])
+        unknown = invoke_rows(url, [{"image": png_base64(a), "direction": "sideways"}])
         assert unknown.status_code == 400 and "must be one of a2b, b2a" in unknown.text
         described = requests.get(f"{url}/model", timeout=30).json()
         assert described["kind"] == "translate" and described["directions"] == ["a2b", "b2a"]

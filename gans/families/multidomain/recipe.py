@@ -19,7 +19,7 @@ from torch import nn
 
 from gans.config import ConfigError, ModelConfig, override_fields, require, to_dict
 from gans.data import Dataset
-from gans.family import Augment, Batch, Composition, Phase
+from gans.family import Augment, Batch, Composition, StatelessRecipe, Phase, weights
 from gans.families.multidomain.nets import (MultiDomainSpec, RealismHead, StarDiscriminator, StarGenerator,
                                             check_geometry)
 from gans.losses import gradient_norm
@@ -71,7 +71,7 @@ def domain_loss(logits: torch.Tensor, target: torch.Tensor, exclusive: bool) -> 
     return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / len(logits)
 
 
-class StarRecipe:
+class StarRecipe(StatelessRecipe):
     """A :class:`gans.family.Recipe` for StarGAN on ``attributes`` data."""
 
     primary_metric, higher_is_better = "fid", False
@@ -134,22 +134,9 @@ class StarRecipe:
         loss = adv + comp.cls_weight * cls_loss + comp.rec_weight * rec
         return loss, {"loss_g": loss.detach(), "loss_g_cls": cls_loss.detach(), "loss_rec": rec.detach()}
 
-    def after_update(self, phase: str) -> None:
-        pass
-
-    def compile(self) -> None:
-        for net in self.nets.values():
-            net.compile()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         return {"family": FAMILY, "artifact": "translate",
-                "state_dict": {k: v.contiguous() for k, v in ema["G_ema"].state_dict().items()},
+                "state_dict": weights(ema["G_ema"]),
                 "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg),
                 "step": step}
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from gans.config import ConfigError, ModelConfig, override_fields, require, to_dict
 from gans.data import Dataset
-from gans.family import Augment, Batch, Composition, OptimizerSpec, Phase
+from gans.family import Augment, Batch, Composition, StatelessRecipe, OptimizerSpec, Phase, weights
 from gans.families.superres.nets import (GENERATORS, PAPER_BLOCKS, SuperresSpec, build_discriminator, build_generator,
                                          check_geometry, domain_features, vgg19_features)
 from gans.losses import check_loss, LOSSES
@@ -119,7 +119,7 @@ def _distance(kind: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).abs().mean() if kind == "l1" else ((x - y) ** 2).mean()
 
 
-class SuperresRecipe:
+class SuperresRecipe(StatelessRecipe):
     """A :class:`gans.family.Recipe` for one super-resolution composition on ``superres`` data."""
 
     primary_metric, higher_is_better = "fid", False
@@ -232,25 +232,12 @@ class SuperresRecipe:
         loss = sum(terms.values())
         return loss, {**{k: v.detach() for k, v in terms.items()}, "loss_g": loss.detach()}
 
-    def after_update(self, phase: str) -> None:
-        pass
-
-    def compile(self) -> None:
-        for net in self.nets.values():
-            net.compile()
-
-    # ------------------------------------------------------------------ state and artifact
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+    # ------------------------------------------------------------------ artifact
 
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         """What ``models/generator.pt`` holds for an upscaler: the EMA generator and all that rebuilds it."""
         return {"family": FAMILY, "artifact": "translate",
-                "state_dict": {k: v.contiguous() for k, v in ema["G_ema"].state_dict().items()},
+                "state_dict": weights(ema["G_ema"]),
                 "directions": [self.direction], "spec": asdict(self.spec),
                 "variant": {k: v for k, v in asdict(self.comp).items() if k != "vgg19_weights"},
                 "model": to_dict(self.model_cfg), "step": step}
