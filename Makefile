@@ -40,9 +40,12 @@ bench: install
 	python bench/faults.py --seeds 19,1,2
 	python bench/export.py
 	python bench/precision.py
+	python bench/translation.py
+	python bench/superres.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
 	python bench/eval.py --samples 2000
 	python bench/perf.py --quick
 	python bench/ada.py --sizes 500 --steps 200 --samples 1000 --overhead-windows 3 --title "ADA and DiffAugment on limited data (quick: 200 steps)"
+	python bench/superres.py --pixel-steps 300 --gan-steps 300 --evaluator-epochs 8 --esrgan-blocks 2 --title "Super-resolution (quick: 300 + 300 steps)"
