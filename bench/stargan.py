@@ -1,8 +1,8 @@
 """StarGAN on the bundled five-style digits; writes the "Multi-domain translation" section of bench/RESULTS.md.
 
-    python bench/stargan.py [--steps 1000] [--width 32] [--batch 16] [--resolution 32] [--evaluator-epochs 30]
+    python bench/stargan.py [--steps 3000] [--width 32] [--batch 16] [--resolution 32] [--evaluator-epochs 30]
 
-mnist5k-styles: each mnist5k digit in one of five styles (original, inverted, rotated, thick, thin; a fifth of
+mnist5k-styles: each mnist5k digit in one of five styles (original, inverted, outlined, thick, thin; a fifth of
 the digits each). StarGAN runs through the pipeline's own train and evaluate stages in a scratch folder
 (bench/out/stargan). Every held-out image is translated to every other domain; the evaluator's domain
 classifier (trained on the real domain labels) says whether it reached the target, and its digit classifier
@@ -34,7 +34,7 @@ PUBLISHED = ("Published, for context (different data): StarGAN's classification 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--resolution", type=int, default=32)
@@ -58,7 +58,7 @@ def main() -> None:
         train = stages.train(params)
         ev = stages.evaluate(params)
     print(ev, flush=True)
-    defaults = {"steps": 1000, "width": 32, "batch": 16, "resolution": 32, "evaluator_epochs": 30}
+    defaults = {"steps": 3000, "width": 32, "batch": 16, "resolution": 32, "evaluator_epochs": 30}
     command = "python bench/stargan.py" + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}"
                                                   for k, d in defaults.items() if getattr(args, k) != d)
     lines = ["| target domain | target-domain accuracy | digit preservation | FID | reconstruction error |",

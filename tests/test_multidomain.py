@@ -24,14 +24,14 @@ STYLED = split_dataset(load_dataset(DataConfig(source="mnist5k-styles", resoluti
 
 
 def _multi_hot() -> tuple[Dataset, Dataset]:
-    """The styled digits with two independent attributes: inverted, and rotated."""
+    """The styled digits with two independent attributes: inverted, and outlined."""
     digits = load_dataset(DataConfig(source="mnist5k", resolution=16, max_images=120))[0].images
     g = torch.Generator().manual_seed(1)
     attrs = torch.randint(0, 2, (len(digits), 2), generator=g, dtype=torch.uint8)
     x = digits.images.clone()
     x[attrs[:, 0] == 1] = restyle(x[attrs[:, 0] == 1], "inverted")
-    x[attrs[:, 1] == 1] = restyle(x[attrs[:, 1] == 1], "rotated")
-    data = Dataset("attributes", {"images": ImageSet(x, digits.labels, digits.classes, attrs, ("inverted", "rotated"))})
+    x[attrs[:, 1] == 1] = restyle(x[attrs[:, 1] == 1], "outlined")
+    data = Dataset("attributes", {"images": ImageSet(x, digits.labels, digits.classes, attrs, ("inverted", "outlined"))})
     return split_dataset(data, 0.2, 0)
 
 
@@ -118,7 +118,7 @@ def test_stargan_trains_on_one_of_k_domains_and_evaluates_per_domain(tmp_path: P
                       real_features=lambda part: real, device=torch.device("cpu"), batch_size=50, num_samples=30)
     metrics, grid = FAMILIES["multidomain"].evaluate(artifact, ctx)
     for key in ("fid", "target_accuracy", "label_preservation", "reconstruction_error", "fid_inverted",
-                "target_accuracy_thin", "label_preservation_rotated"):
+                "target_accuracy_thin", "label_preservation_outlined"):
         assert key in metrics, key
     assert metrics["domains"] == list(STYLES) and metrics["exclusive"] is True and metrics["num_samples"] == 30
     assert metrics["fid"] == pytest.approx(sum(metrics[f"fid_{s}"] for s in STYLES) / 5)
@@ -130,7 +130,7 @@ def test_stargan_trains_on_multi_hot_attributes(tmp_path: Path) -> None:
     t = _trainer(data, tmp_path)
     t.fit()
     artifact = FAMILIES["multidomain"].load_artifact(t.export(), "cpu")
-    assert not artifact.exclusive and artifact.target_of("inverted+rotated").tolist() == [1, 1]
+    assert not artifact.exclusive and artifact.target_of("inverted+outlined").tolist() == [1, 1]
     assert artifact.target_of("none").tolist() == [0, 0] and artifact.target_of("01").tolist() == [0, 1]
     c = torch.tensor([[1, 0], [0, 1]], dtype=torch.uint8)
     assert targets_for(c, 0, exclusive=False).tolist() == [[0, 0], [1, 1]]  # attribute 0 flipped
@@ -143,7 +143,7 @@ def test_a_requests_domain_is_a_name_or_a_vector_and_anything_else_is_refused(tm
     artifact = FAMILIES["multidomain"].load_artifact(t.export(), "cpu")
     assert artifact.target_of("thick").tolist() == [0, 0, 0, 1, 0] == artifact.target_of("00010").tolist()
     with pytest.raises(ValueError, match=r"names no domain this model knows \('sideways'\); known: original, "
-                                         r"inverted, rotated, thick, thin, or a 0/1 vector of 5 digits"):
+                                         r"inverted, outlined, thick, thin, or a 0/1 vector of 5 digits"):
         artifact.target_of("sideways")
     with pytest.raises(ValueError, match="must name exactly one domain"):
         artifact.target_of("thick+thin")

@@ -42,7 +42,7 @@ def test_stargan_through_dvc_reports_every_domain_and_registers(stargan: Path) -
     evaluator, train, ev, reg = (_json(stargan, n) for n in ("evaluator", "train", "eval", "register"))
     assert set(evaluator["parts"]) == {"images", "attributes"}  # the digit and the domain classifiers
     assert train["family"] == "multidomain" and train["steps"] == 10 and train["best_step"] in (5, 10)
-    styles = ["original", "inverted", "rotated", "thick", "thin"]
+    styles = ["original", "inverted", "outlined", "thick", "thin"]
     assert ev["domains"] == styles and ev["exclusive"] is True and ev["primary_metric"] == "fid"
     for key in ("fid", "target_accuracy", "label_preservation", "reconstruction_error", "protocol_note",
                 *(f"target_accuracy_{s}" for s in styles), *(f"fid_{s}" for s in styles)):
@@ -65,14 +65,14 @@ def test_served_stargan_translates_to_a_named_domain_and_refuses_unknown_ones(st
         pngs = [base64.b64decode(r["png"]) for r in resp.json()["predictions"]]
         assert pngs[0] == pngs[1] and pngs[0] != pngs[2]  # a name and its vector are the same target
         bad = [([{"image": png_base64(x[0]), "domain": "sideways"}],
-                "'domain' names no domain this model knows ('sideways'); known: original, inverted, rotated, thick, thin"),
+                "'domain' names no domain this model knows ('sideways'); known: original, inverted, outlined, thick, thin"),
                ([{"image": png_base64(x[0])}], "Model is missing inputs ['domain']"),
                ([{"image": png_base64(x[0]), "domain": "thick+thin"}], "must name exactly one domain"),
                ([{"image": png_base64(torch.zeros(1, 8, 8, dtype=torch.uint8)), "domain": "thin"}], "is 8x8 pixels")]
         for rows, fragment in bad:
             r = invoke_rows(url, rows)
             assert r.status_code == 400 and fragment in r.text, (fragment, r.status_code, r.text[:300])
-            assert invoke_rows(url, [{"image": png_base64(x[1]), "domain": "rotated"}]).status_code == 200  # still serving
+            assert invoke_rows(url, [{"image": png_base64(x[1]), "domain": "outlined"}]).status_code == 200  # still serving
         described = requests.get(f"{url}/model", timeout=30).json()
         assert described["domains"][:2] == ["original", "inverted"] and described["target_column"] == "domain"
         assert [c["name"] for c in described["inputs"]] == ["image", "domain"]

@@ -6,7 +6,7 @@ as the target domain, and come back to the input when translated back to the ori
 are the batch's own domain vectors in shuffled order, as the paper samples them.
 
 No augmentation reaches D: ADA's and DiffAugment's colour and geometric operations change the very attributes
-its domain head learns (an inverted or rotated digit is another domain)."""
+its domain head learns (an inverted digit is another domain)."""
 
 from __future__ import annotations
 
