@@ -47,15 +47,9 @@ def check_geometry(spec: SuperresSpec) -> None:
                           f"multiple of 16, got {spec.resolution}")
 
 
-class _Clamped(nn.Module):
-    """Clamps the output to [-1, 1] in eval mode (served and exported images), not while training."""
-
-    def forward_body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.forward_body(x)
-        return y if self.training else y.clamp(-1.0, 1.0)
+def _eval_clamped(module: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The output clamped to [-1, 1] in eval mode (served and exported images), left alone while training."""
+    return y if module.training else y.clamp(-1.0, 1.0)
 
 
 # ---------------------------------------------------------------- SRResNet (SRGAN)
@@ -74,7 +68,7 @@ class _ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
-class SRResNet(_Clamped):
+class SRResNet(nn.Module):
     """9x9 head with PReLU, B residual blocks, a conv-BN with a skip over the whole trunk, log2(s) upsampling
     blocks (conv to 4C, pixel shuffle x2, PReLU), 9x9 output convolution."""
 
@@ -90,9 +84,9 @@ class SRResNet(_Clamped):
         self.up = nn.Sequential(*up)
         self.tail = nn.Conv2d(width, channels, 9, padding=4)
 
-    def forward_body(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
-        return self.tail(self.up(h + self.trunk(h)))
+        return _eval_clamped(self, self.tail(self.up(h + self.trunk(h))))
 
 
 # ---------------------------------------------------------------- RRDB (ESRGAN)
@@ -126,7 +120,7 @@ class _RRDB(nn.Module):
         return x + 0.2 * self.body(x)
 
 
-class RRDBNet(_Clamped):
+class RRDBNet(nn.Module):
     """3x3 head, B RRDBs and a 3x3 convolution with a skip over the trunk, log2(s) nearest-neighbour x2
     upsamplings each followed by a conv and LeakyReLU, then two 3x3 convolutions; no batch norm."""
 
@@ -143,12 +137,12 @@ class RRDBNet(_Clamped):
                 m.weight.data.mul_(0.1)
                 nn.init.zeros_(m.bias)
 
-    def forward_body(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.head(x)
         h = h + self.trunk(h)
         for conv in self.ups:
             h = F.leaky_relu(conv(F.interpolate(h, scale_factor=2, mode="nearest")), 0.2)
-        return self.tail(F.leaky_relu(self.hr(h), 0.2))
+        return _eval_clamped(self, self.tail(F.leaky_relu(self.hr(h), 0.2)))
 
 
 # ---------------------------------------------------------------- discriminator
