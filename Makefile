@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 install: $(VENV)/.installed
 
 run: install
+	gans repair-lock
 	dvc repro
 	gans summary
 

@@ -63,7 +63,7 @@ READS: dict[str, tuple[str, ...]] = {
     "export": ("register.model_name", "tracking"),
     "serve": ("register.model_name", "tracking", "serve", "data.resolution"),
     "summary": ("tracking.uri",),
-    "variants": (),
+    "variants": (), "repair-lock": (),
     "flow": ("",), "sweep": ("",), "deploy": ("",),
 }
 # Keys a command takes only to check them: every command checks data.source's layout against model.variant
@@ -420,6 +420,14 @@ def _summary_example(ev: dict[str, Any]) -> str:
     return serve_example(ev.get("artifact", "generate"), ev.get("directions"))
 
 
+def cmd_repair_lock(args: argparse.Namespace) -> int:
+    from pipeline.dvcrun import repair_lock
+
+    done = repair_lock(Path.cwd())
+    print(done or "dvc.lock: reads fine (or there is none yet), nothing to repair")
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from pipeline import paths
     from pipeline.files import read_json
@@ -490,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the file to write (default: exports/generator[-DIRECTION].onnx or .pt)")
     add("variants", cmd_variants, "list the variant presets and their components")
     add("summary", cmd_summary, "print the latest run's metrics and what to do next")
+    p = sub.add_parser("repair-lock", help="move an unreadable dvc.lock (cut by a kill while DVC wrote it) aside")
+    p.set_defaults(fn=cmd_repair_lock)
     return parser
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,39 @@ from pathlib import Path
 def is_dvc_project(root: Path) -> bool:
     """A DVC project: a ``.dvc`` folder and a ``dvc.yaml`` in ``root``."""
     return (root / ".dvc").is_dir() and (root / "dvc.yaml").is_file()
+
+
+def repair_lock(root: Path) -> str | None:
+    """Move an unreadable ``dvc.lock`` aside; None when it reads (or there is none), else what was done.
+
+    DVC rewrites dvc.lock in place (truncate, then write) after every stage, so a kill in that moment leaves
+    it empty or cut, and every later ``dvc repro`` stops with a schema error ("required key not provided, in
+    schema"). The outputs themselves are intact: without the lock DVC restores what its run cache holds and
+    reruns the rest; training resumes from its newest checkpoint, and registering the same generator again is
+    a no-op."""
+    from dvc.exceptions import DvcException
+    from dvc.schema import COMPILED_LOCKFILE_SCHEMA
+    from dvc.utils.strictyaml import load
+
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return None
+    try:
+        load(str(lock), COMPILED_LOCKFILE_SCHEMA)
+        return None
+    except DvcException:
+        size = lock.stat().st_size
+        why = f"{size} bytes that DVC cannot read" if size else "empty"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    aside = lock.with_name(f"dvc.lock.unreadable-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = lock.with_name(f"dvc.lock.unreadable-{stamp}-{n}")
+    lock.replace(aside)
+    return (f"dvc.lock was unreadable ({why}; DVC writes it in place, so a kill at that moment cuts it): moved "
+            f"to {aside.name}; the next dvc repro reruns the stages that DVC's run cache cannot restore (training "
+            "resumes from its newest checkpoint; a generator already registered is not registered again)")
 
 
 def env(**extra: str) -> dict[str, str]:

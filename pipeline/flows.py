@@ -146,6 +146,9 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
         get_run_logger().info(why)
     else:
         get_run_logger().warning(why)
+    repaired = dvcrun.repair_lock(Path.cwd()) if via_dvc else None
+    if repaired:
+        get_run_logger().warning(repaired)
     prepare_task(params_file, o, via_dvc)
     augment_task(params_file, o, via_dvc)
     evaluator_task(params_file, o, via_dvc)

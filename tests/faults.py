@@ -73,6 +73,7 @@ def repro_killed(repo: Path, stage: str, delay: float, log: Path, env: dict[str,
 class Outcome:
     landed: list[tuple[str, float]] = field(default_factory=list)  # kills that hit a running stage
     finished: int = 0  # runs that ended before their kill
+    repaired: int = 0  # kills that cut dvc.lock while DVC rewrote it (moved aside, as `gans repair-lock` does)
     problems: list[str] = field(default_factory=list)  # every inconsistency found, each one line
     steps: int = 0  # train.steps at the end
     versions: int = 0
@@ -88,6 +89,7 @@ def inject(repo: Path, params: dict, seed: int, kills: int, logs: Path, env: dic
     newest = -1
     for i, (stage, delay) in enumerate(schedule(seed, kills)):
         log = logs / f"repro-{i}.log"
+        out.repaired += _repair_lock(repo)
         if repro_killed(repo, stage, delay, log, env):
             out.landed.append((stage, round(delay, 2)))
         else:
@@ -103,6 +105,7 @@ def inject(repo: Path, params: dict, seed: int, kills: int, logs: Path, env: dic
             out.problems.append(f"after kill {i} ({stage} at {delay:.1f} s): newest checkpoint went from step "
                                 f"{newest} to {now}")
         newest = max(newest, now)
+    out.repaired += _repair_lock(repo)
     final = run(["dvc", "repro"], repo, check=False, **env)
     if final.returncode != 0 or "Traceback" in final.stderr:
         out.problems.append(f"the final dvc repro failed: {_last_line(final.stderr)}")
@@ -110,6 +113,14 @@ def inject(repo: Path, params: dict, seed: int, kills: int, logs: Path, env: dic
     out.problems += audit(repo, out.steps)
     out.versions = _count_versions(repo)
     return out
+
+
+def _repair_lock(repo: Path) -> int:
+    """1 when a kill left dvc.lock cut (DVC rewrites it in place), moved aside as a user would with
+    `gans repair-lock` (the flow and `make run` do it themselves); else 0."""
+    from pipeline.dvcrun import repair_lock
+
+    return int(repair_lock(repo) is not None)
 
 
 def audit(repo: Path, steps: int) -> list[str]:

@@ -1,7 +1,8 @@
 """Fault injection: `dvc repro` killed (SIGKILL, the whole process group) at 10 seeded random moments of the
 train and register stages, then rerun to the end (tests/faults.py). After every kill no checkpoint is lost (the
 newest step on disk never goes back, every checkpoint reads), and at the end generator.pt, eval.json, the
-checkpoints and the registry agree: eval.json scored this generator.pt, every version carries its tags, no
+checkpoints and the registry agree (a dvc.lock that a kill cut while DVC rewrote it is moved aside first, as
+`gans repair-lock`, the flow and `make run` do): eval.json scored this generator.pt, every version carries its tags, no
 generator file is registered twice, and the champion's FID tag is its own evaluation's and the best.
 bench/faults.py runs the same schedule on an older revision and counts what went wrong there."""
 
@@ -27,4 +28,5 @@ def test_kills_during_train_and_register_lose_nothing_and_leave_a_consistent_reg
     assert not outcome.problems, "\n".join(outcome.problems)
     assert outcome.versions >= 1
     print(f"kills landed: {outcome.landed}; runs that finished before their kill: {outcome.finished}; "
+          f"dvc.lock cut by a kill and moved aside: {outcome.repaired}; "
           f"versions: {outcome.versions}; final step {outcome.steps}")

@@ -97,6 +97,33 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
     print(f"flow through DVC: first run {first_s:.0f} s, second (all skipped) {second_s:.0f} s")
     assert second_s < first_s
 
+    # A kill while DVC rewrote dvc.lock (it truncates, then writes) leaves it empty, and DVC itself then stops
+    # on every command; the flow moves it aside, and nothing is trained or registered twice.
+    (repo / "dvc.lock").write_text("")
+    assert "required key not provided" in run(["dvc", "status"], repo, check=False).stderr
+    third = gan_pipeline(params_file="params.yaml", return_state=True)
+    assert third.is_completed(), third
+    assert len(list(repo.glob("dvc.lock.unreadable-*"))) == 1
+    assert third.result()["register"]["version"] == 1
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_repair_lock_moves_only_a_lock_dvc_cannot_read_aside(tmp_path: Path) -> None:
+    from pipeline.dvcrun import repair_lock
+
+    assert repair_lock(tmp_path) is None  # none yet
+    good = "schema: '2.0'\nstages:\n  prepare:\n    cmd: gans prepare\n"
+    (tmp_path / "dvc.lock").write_text(good)
+    assert repair_lock(tmp_path) is None and (tmp_path / "dvc.lock").read_text() == good
+    for cut in ("", good[:30], good[:good.index("    cmd")]):
+        (tmp_path / "dvc.lock").write_text(cut)
+        message = repair_lock(tmp_path)
+        assert message and "moved to dvc.lock.unreadable-" in message, cut
+        assert ("empty" in message) == (cut == ""), message
+        assert not (tmp_path / "dvc.lock").exists()
+    assert sorted(p.read_text() for p in tmp_path.glob("dvc.lock.unreadable-*")) == sorted(
+        ("", good[:30], good[:good.index("    cmd")]))  # each kept, none overwritten
+
 
 def test_the_summary_shows_the_family_s_metrics() -> None:
     from pipeline.flows import metrics_markdown

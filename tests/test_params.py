@@ -273,7 +273,7 @@ OVERRIDES = {
     "serve.port=6000": {"serve"},
 }
 COMMANDS = ["prepare", "augment", "evaluator", "train", "evaluate", "register", "sample", "export", "serve", "summary",
-            "variants", "flow", "sweep", "deploy"]
+            "variants", "repair-lock", "flow", "sweep", "deploy"]
 
 
 def test_every_command_is_in_the_table() -> None:
