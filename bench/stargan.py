@@ -1,6 +1,7 @@
 """StarGAN on the bundled five-style digits; writes the "Multi-domain translation" section of bench/RESULTS.md.
 
     python bench/stargan.py [--steps 3000] [--width 32] [--batch 16] [--resolution 32] [--evaluator-epochs 30]
+                            [--set KEY=VALUE ...] [--title SECTION]
 
 mnist5k-styles: each mnist5k digit in one of five styles (original, inverted, outlined, thick, thin; a fifth of
 the digits each). StarGAN runs through the pipeline's own train and evaluate stages in a scratch folder
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--evaluator-epochs", type=int, default=30)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="another param, e.g. model.overrides.id_weight=10 (repeatable)")
     ap.add_argument("--title", default="Multi-domain translation")
     args = ap.parse_args()
     started, load0 = time.perf_counter(), os.getloadavg()[0]
@@ -48,7 +51,7 @@ def main() -> None:
         f"model.width={args.width}", f"train.steps={args.steps}", f"train.batch_size={args.batch}",
         "train.eval_every=0", "train.sample_every=100000", f"train.checkpoint_every={args.steps}",
         "evaluate.num_samples=100000", f"evaluate.evaluator_epochs={args.evaluator_epochs}",
-        f"tracking.uri=sqlite:///{WORK}/mlflow.db"])
+        f"tracking.uri=sqlite:///{WORK}/mlflow.db", *args.set])
     with chdir(WORK):
         for old in (WORK / "models/checkpoints").glob("ckpt-*.pt"):
             old.unlink()
@@ -61,6 +64,9 @@ def main() -> None:
     defaults = {"steps": 3000, "width": 32, "batch": 16, "resolution": 32, "evaluator_epochs": 30}
     command = "python bench/stargan.py" + "".join(f" --{k.replace('_', '-')} {getattr(args, k)}"
                                                   for k, d in defaults.items() if getattr(args, k) != d)
+    command += "".join(f" --set {kv}" for kv in args.set)
+    if args.title != "Multi-domain translation":
+        command += f" --title '{args.title}'"
     lines = ["| target domain | target-domain accuracy | digit preservation | FID | reconstruction error |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for d in ev["domains"]:

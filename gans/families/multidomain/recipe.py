@@ -33,13 +33,15 @@ class StarComposition(Composition):
     cls_weight: float = 1.0  # domain classification loss (lambda_cls)
     rec_weight: float = 10.0  # reconstruction G(G(x, c_trg), c_org) ~ x (lambda_rec)
     gp_weight: float = 10.0  # gradient penalty (lambda_gp)
+    id_weight: float = 0.0  # identity G(x, c_org) ~ x: not in the paper (CycleGAN's term); 0 is the paper's loss
     decay_start: float = 1.0  # the LR decays linearly to 0 from this fraction of train.steps (1: constant)
 
     def components(self) -> dict[str, str]:
         return {"generator": f"resnet ({self.g_blocks} blocks, instance norm), target domain tiled over the input",
                 "discriminator": "patch realism + domain classification heads",
                 "loss": f"wasserstein + gp {self.gp_weight:g}",
-                "terms": f"domain classification {self.cls_weight:g}, reconstruction {self.rec_weight:g}",
+                "terms": f"domain classification {self.cls_weight:g}, reconstruction {self.rec_weight:g}"
+                         + (f", identity {self.id_weight:g}" if self.id_weight else ""),
                 "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic),
                 "lr_decay": "none" if self.decay_start >= 1 else f"linear from {self.decay_start:g} of the steps"}
 
@@ -56,7 +58,7 @@ def resolve_multidomain(cfg: ModelConfig) -> StarComposition:
     require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
     where = "model.overrides"
     p = override_fields(PRESETS[cfg.variant], cfg.overrides, where)
-    for key in ("cls_weight", "rec_weight", "gp_weight", "g_blocks"):
+    for key in ("cls_weight", "rec_weight", "gp_weight", "id_weight", "g_blocks"):
         require(getattr(p, key) >= 0, f"{where}.{key}", f"got {getattr(p, key)}; expected >= 0")
     p.check_optimizer(where)
     require(0 < p.decay_start <= 1, f"{where}.decay_start", f"got {p.decay_start}; expected (0, 1] (1: no decay)")
@@ -132,7 +134,12 @@ class StarRecipe(StatelessRecipe):
         cls_loss = domain_loss(cls.float(), target, self.spec.exclusive)
         rec = (G(fake, c).float() - x.float()).abs().mean()
         loss = adv + comp.cls_weight * cls_loss + comp.rec_weight * rec
-        return loss, {"loss_g": loss.detach(), "loss_g_cls": cls_loss.detach(), "loss_rec": rec.detach()}
+        logs = {"loss_g_cls": cls_loss.detach(), "loss_rec": rec.detach()}
+        if comp.id_weight:
+            idt = (G(x, c).float() - x.float()).abs().mean()
+            loss = loss + comp.id_weight * idt
+            logs["loss_id"] = idt.detach()
+        return loss, {"loss_g": loss.detach(), **logs}
 
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         return {"family": FAMILY, "artifact": "translate",
