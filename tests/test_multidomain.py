@@ -93,8 +93,9 @@ def test_the_evaluators_domain_classifier_learns_one_of_k_and_multi_hot() -> Non
     assert accuracy(model, hold.parts["images"], device=torch.device("cpu"), attributes=True) > 0.6
 
 
-def _trainer(data: tuple[Dataset, Dataset], folder: Path, steps: int = 3, **kw):
-    return build_trainer(model=ModelConfig(variant="stargan", width=4, overrides={"g_blocks": 1, "n_critic": 2}),
+def _trainer(data: tuple[Dataset, Dataset], folder: Path, steps: int = 3, overrides: dict | None = None, **kw):
+    overrides = {"g_blocks": 1, "n_critic": 2, **(overrides or {})}
+    return build_trainer(model=ModelConfig(variant="stargan", width=4, overrides=overrides),
                          train=TrainConfig(batch_size=8, steps=steps, checkpoint_every=2, log_every=1, sample_every=100,
                                            eval_every=0), augment=AugmentConfig(), data=data[0], preview=data[1],
                          checkpoint_dir=folder, **kw)
@@ -104,6 +105,7 @@ def test_stargan_trains_on_one_of_k_domains_and_evaluates_per_domain(tmp_path: P
     t = _trainer(STYLED, tmp_path)
     result = t.fit()
     assert {"loss_d", "loss_d_cls", "grad_norm", "loss_g_cls", "loss_rec"} <= set(result.history[-1])
+    assert "loss_id" not in result.history[-1]  # the paper's loss has no identity term
     artifact = FAMILIES["multidomain"].load_artifact(t.export(), "cpu")
     assert artifact.kind == "translate" and artifact.target_column == "domain" and artifact.directions == STYLES
     assert artifact.translate(STYLED[1].parts["images"].images[:2], "inverted").shape == (2, 1, 16, 16)
@@ -127,8 +129,9 @@ def test_stargan_trains_on_one_of_k_domains_and_evaluates_per_domain(tmp_path: P
 
 def test_stargan_trains_on_multi_hot_attributes(tmp_path: Path) -> None:
     data = _multi_hot()
-    t = _trainer(data, tmp_path)
-    t.fit()
+    t = _trainer(data, tmp_path, overrides={"id_weight": 5.0})  # with the optional identity term
+    last = t.fit().history[-1]
+    assert 0 < last["loss_id"] < float("inf")
     artifact = FAMILIES["multidomain"].load_artifact(t.export(), "cpu")
     assert not artifact.exclusive and artifact.target_of("inverted+outlined").tolist() == [1, 1]
     assert artifact.target_of("none").tolist() == [0, 0] and artifact.target_of("01").tolist() == [0, 1]
