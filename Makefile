@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 run: install
 	gans repair-lock
 	dvc repro
+	@if dvc remote default >/dev/null 2>&1; then dvc push; fi
 	gans summary
 
 flow: install

@@ -48,6 +48,13 @@ def repair_lock(root: Path) -> str | None:
             "resumes from its newest checkpoint; a generator already registered is not registered again)")
 
 
+def default_remote(root: Path) -> str | None:
+    """The project's default DVC remote (``dvc remote add -d NAME URL``), or None when none is set."""
+    proc = run("remote", "default", cwd=root, timeout=60)
+    name = proc.stdout.strip().splitlines()[-1].strip() if proc.returncode == 0 and proc.stdout.strip() else ""
+    return name or None
+
+
 def env(**extra: str) -> dict[str, str]:
     """The environment with this interpreter's bin folder first on PATH, so that dvc.yaml's ``gans ...``
     commands and DVC's queue workers (it starts them as ``dvc ...``) run this install."""

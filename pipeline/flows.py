@@ -110,6 +110,22 @@ def evaluate_task(params_file: str, overrides: list[str], via_dvc: bool = False)
     return _run_stage("evaluate", params_file, overrides, via_dvc)
 
 
+@task(name="push", retries=2, retry_delay_seconds=10)
+def push_task() -> str:
+    """``dvc push`` to the project's default remote, so that another machine can ``dvc pull`` this run's
+    outputs (a worker's run is not confined to the worker). Returns the remote's name and what moved."""
+    remote = dvcrun.default_remote(Path.cwd())
+    lines = []
+    try:
+        for line in dvcrun.stream("push"):
+            print(line)
+            lines.append(line)
+    except dvcrun.DvcFailed as err:
+        raise StageError(f"the run's outputs are intact here, but pushing them failed: {err}") from None
+    moved = next((ln.strip() for ln in reversed(lines) if "pushed" in ln or "up to date" in ln), "done")
+    return f"{remote} ({moved})"
+
+
 @task(name="register", retries=2, retry_delay_seconds=10)
 def register_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
     return _run_stage("register", params_file, overrides, via_dvc)
@@ -155,10 +171,13 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
     trained = train_task(params_file, o, via_dvc)
     evaluation = evaluate_task(params_file, o, via_dvc)
     registered = register_task(params_file, o, via_dvc)
+    pushed = push_task() if via_dvc and dvcrun.default_remote(Path.cwd()) else None
     lineage = "dvc.lock (stages run through DVC)" if via_dvc else why
     links = ui_links(tracking.resolve_uri(load_params(params_file, o).tracking.uri), trained.get("run_id"),
                      registered["model_name"], registered["version"])
     markdown = metrics_markdown(trained, evaluation, registered, links) + f"\nLineage: {lineage}\n"
+    if pushed:
+        markdown += f"\nOutputs pushed to the DVC remote: {pushed}\n"
     create_markdown_artifact(key="gan-pipeline-summary", markdown=markdown,
                              description="metrics of the latest pipeline run")
     return {"train": trained, "evaluate": evaluation, "register": registered}

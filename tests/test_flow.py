@@ -101,10 +101,14 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
     # on every command; the flow moves it aside, and nothing is trained or registered twice.
     (repo / "dvc.lock").write_text("")
     assert "required key not provided" in run(["dvc", "status"], repo, check=False).stderr
+    # With a default DVC remote the flow also pushes the outputs, so that a run on a worker can be pulled.
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], repo)
     third = gan_pipeline(params_file="params.yaml", return_state=True)
     assert third.is_completed(), third
     assert len(list(repo.glob("dvc.lock.unreadable-*"))) == 1
     assert third.result()["register"]["version"] == 1
+    assert "Outputs pushed to the DVC remote: store" in _summaries()[-1].data
+    assert "Everything is up to date" in run(["dvc", "push"], repo).stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
 
 

@@ -57,6 +57,32 @@ def test_dvc_repro_again_changes_nothing(tiny_repo: Path) -> None:
     assert "changed" not in out and "modified" not in out, out
 
 
+def test_outputs_round_trip_through_a_dvc_remote_and_a_clone_reruns_nothing(tiny_repo: Path, tmp_path: Path) -> None:
+    """A local-folder remote is real DVC: push after the run, pull in a fresh clone (which has no checkpoints
+    and no MLflow store), and `dvc repro` there runs no stage."""
+    origin = tmp_path / "origin"
+    shutil.copytree(tiny_repo, origin, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
+    run(["dvc", "remote", "add", "-d", "store", str(tmp_path / "remote")], origin)
+    run(["git", "add", "-A"], origin)
+    run(["git", "commit", "-qm", "a run and its remote"], origin)
+    assert "pushed" in run(["dvc", "push"], origin).stdout
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    assert not (clone / "models/generator.pt").exists() and not (clone / "models/checkpoints").exists()
+    run(["dvc", "pull"], clone)
+    cached = ["models/generator.pt", "models/evaluator.pt", "samples/grid.png", "data/prepared", "data/augmented"]
+    for name in cached:
+        files = sorted(p.relative_to(origin) for p in [origin / name, *(origin / name).rglob("*")] if p.is_file())
+        assert files, name
+        for f in files:
+            assert (clone / f).read_bytes() == (origin / f).read_bytes(), f
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    before = (clone / "models/generator.pt").stat().st_mtime_ns
+    out = run(["dvc", "repro"], clone).stdout
+    assert "Running stage" not in out and out.count("didn't change, skipping") == 6, out
+    assert (clone / "models/generator.pt").stat().st_mtime_ns == before
+
+
 def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     import mlflow
 
