@@ -153,6 +153,25 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
             f"Sample grid: `{paths.GRID.resolve()}`\n")
 
 
+@contextmanager
+def flow_run_environment() -> Iterator[None]:
+    """This flow run's id and UI address in the environment while the stages run (in this process or as DVC's
+    subprocesses), so that the MLflow run the train stage makes carries them as tags; restored afterwards."""
+    from prefect.runtime import flow_run
+
+    values = {tracking.FLOW_RUN_ENV: flow_run.id, tracking.FLOW_RUN_URL_ENV: flow_run.ui_url}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items() if v})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @flow(name="gan-pipeline", log_prints=True)
 def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """prepare -> augment -> evaluator -> train -> evaluate -> register (through DVC in a DVC project)."""
@@ -165,12 +184,13 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
     repaired = dvcrun.repair_lock(Path.cwd()) if via_dvc else None
     if repaired:
         get_run_logger().warning(repaired)
-    prepare_task(params_file, o, via_dvc)
-    augment_task(params_file, o, via_dvc)
-    evaluator_task(params_file, o, via_dvc)
-    trained = train_task(params_file, o, via_dvc)
-    evaluation = evaluate_task(params_file, o, via_dvc)
-    registered = register_task(params_file, o, via_dvc)
+    with flow_run_environment():
+        prepare_task(params_file, o, via_dvc)
+        augment_task(params_file, o, via_dvc)
+        evaluator_task(params_file, o, via_dvc)
+        trained = train_task(params_file, o, via_dvc)
+        evaluation = evaluate_task(params_file, o, via_dvc)
+        registered = register_task(params_file, o, via_dvc)
     pushed = push_task() if via_dvc and dvcrun.default_remote(Path.cwd()) else None
     lineage = "dvc.lock (stages run through DVC)" if via_dvc else why
     links = ui_links(tracking.resolve_uri(load_params(params_file, o).tracking.uri), trained.get("run_id"),

@@ -98,7 +98,16 @@ def system_tags(stage: str) -> dict[str, str]:
     commit = git_commit()
     if commit != "unknown":
         tags["mlflow.source.git.commit"] = commit
+    flow_run = os.environ.get(FLOW_RUN_ENV) or os.environ.get("PREFECT__FLOW_RUN_ID")
+    if flow_run:  # from the run in MLflow's UI to the flow run in Prefect's
+        tags["prefect.flow_run_id"] = flow_run
+        if os.environ.get(FLOW_RUN_URL_ENV):
+            tags["prefect.flow_run_url"] = os.environ[FLOW_RUN_URL_ENV]
     return tags
+
+
+# Set by the Prefect flow for its stages (in process, or through DVC as subprocesses), read by system_tags.
+FLOW_RUN_ENV, FLOW_RUN_URL_ENV = "GANS_PREFECT_FLOW_RUN_ID", "GANS_PREFECT_FLOW_RUN_URL"
 
 
 def dvc_remote() -> str | None:

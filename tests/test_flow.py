@@ -83,6 +83,11 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
     assert result["train"] == json.loads((repo / "metrics/train.json").read_text())
     assert result["register"]["version"] == 1 and result["register"]["champion"]
     assert "Lineage: dvc.lock" in _summaries()[-1].data
+    import mlflow  # the train stage's MLflow run (made in DVC's subprocess) names this flow run
+
+    tags = mlflow.MlflowClient(f"sqlite:///{repo}/mlflow.db").get_run(result["train"]["run_id"]).data.tags
+    assert tags["prefect.flow_run_id"] == str(first.state_details.flow_run_id)
+    assert tags["prefect.flow_run_url"].endswith(str(first.state_details.flow_run_id))
 
     generator = repo / "models/generator.pt"
     before = (generator.stat().st_mtime_ns, (repo / "dvc.lock").read_text(), (repo / "metrics/train.json").read_text())
