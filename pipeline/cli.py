@@ -177,13 +177,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from pipeline.flows import serve_deployment
+    from pipeline.flows import deploy_to_pool, serve_deployment
 
     _params(args)
-    if not args.cron and args.interval is None:
-        raise ConfigError("deploy: give --cron EXPR or --interval SECONDS")
+    if not args.cron and args.interval is None and not args.pool:
+        raise ConfigError("deploy: give --cron EXPR or --interval SECONDS (or --pool NAME, for runs on demand)")
     if args.interval is not None and not (0 < args.interval < float("inf")):
         raise ConfigError(f"--interval: got {args.interval}; expected a number of seconds > 0")
+    if args.workdir and not args.pool:
+        raise ConfigError("--workdir: only with --pool (a served deployment runs in this folder)")
+    if args.pool:
+        deployment_id, source, commit = deploy_to_pool(
+            name=args.name, pool=args.pool, cron=args.cron, interval=args.interval, params_file=args.params,
+            overrides=list(args.set or ()), root=Path.cwd().resolve(), workdir=args.workdir)
+        print(f"deployment gan-pipeline/{args.name} ({deployment_id}) on work pool {args.pool}: commit {commit[:12]} "
+              f"of {source}, params {args.params}{' with ' + ' '.join(args.set) if args.set else ''}\n"
+              f"start a worker on each machine: prefect worker start --pool {args.pool}\n"
+              f"run it now: prefect deployment run gan-pipeline/{args.name}")
+        return 0
     serve_deployment(name=args.name, cron=args.cron, interval=args.interval,
                      params_file=str(Path(args.params).resolve()), overrides=list(args.set or ()))
     return 0
@@ -474,10 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sweep", cmd_sweep, "run every combination of comma-separated -S values as DVC experiments, "
                                  "nested under one MLflow run, and compare them")
     p.add_argument("--jobs", "-j", type=int, default=1, help="experiments at a time (default 1)")
-    p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of the flow (needs a Prefect server)")
+    p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of the flow, or deploy it on a work pool "
+                                   "(--pool) for workers (needs a Prefect server)")
     p.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *'")
     p.add_argument("--interval", type=float, help="schedule every N seconds")
     p.add_argument("--name", default="scheduled-retraining")
+    p.add_argument("--pool", help="deploy on this Prefect work pool (workers run it, pinned to the git commit) "
+                                  "instead of serving from this process")
+    p.add_argument("--workdir", help="with --pool: an existing folder on each worker's machine where runs keep the "
+                                     "clone, outputs and checkpoints (default: a temporary folder per run)")
     p = add("serve", cmd_serve, "serve the champion generator with MLflow")
     p.add_argument("--host")
     p.add_argument("--port", type=int)

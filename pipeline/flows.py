@@ -26,6 +26,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from gans.config import ConfigError
 from pipeline import dvcrun, paths
 from pipeline.params import load_params, record_prepare_params
 from pipeline.files import read_json
@@ -247,6 +248,70 @@ def run_pipeline(params_file: str, overrides: list[str]) -> dict[str, Any]:
     hint = "start it (prefect server start), or unset PREFECT_API_URL to run on a temporary local server"
     with prefect_api(hint):
         return gan_pipeline(params_file=params_file, overrides=overrides)
+
+
+def pinned_source(root: Path) -> tuple[str, str]:
+    """(where a worker clones the project from, the commit it checks out): the ``origin`` remote if there is
+    one, else this folder (for workers on this machine or with the project at the same path), and HEAD.
+    Refused when tracked files have uncommitted changes: the worker would run the commit, not them."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        raise ConfigError(f"deploy --pool: {root} is not a git repository with a commit; a worker clones the "
+                          "project at a commit (git init, git add -A, git commit)")
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.split("\n")
+    dirty = [line[3:] for line in dirty if line.strip()]
+    if dirty:
+        raise ConfigError(f"deploy --pool: uncommitted changes to {', '.join(dirty[:5])}"
+                          f"{' ...' if len(dirty) > 5 else ''}; a worker runs the committed project, so commit "
+                          "(or stash) them first")
+    origin = git("remote", "get-url", "origin")
+    return (origin.stdout.strip() if origin.returncode == 0 else str(root)), head.stdout.strip()
+
+
+def deploy_to_pool(*, name: str, pool: str, cron: str | None, interval: float | None, params_file: str,
+                   overrides: list[str], root: Path, workdir: str | None = None) -> tuple[str, str, str]:
+    """A deployment of the flow on the work pool ``pool``, its source pinned to this project's git commit
+    (a worker clones it there, whatever folder or machine it runs on) and its params to the committed
+    ``params_file`` plus ``overrides``. ``workdir``: the folder on the worker's machine where runs clone the
+    project and keep their outputs and checkpoints between runs (Prefect's process worker otherwise uses a
+    temporary folder per run). Returns (deployment id, source, commit)."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.runner.storage import GitRepository
+
+    params_path = Path(params_file).resolve()
+    if not params_path.is_relative_to(root):
+        raise ConfigError(f"--params {params_file}: outside the project {root}; a worker reads it from the commit")
+    source, commit = pinned_source(root)
+
+    async def pool_exists() -> bool:
+        async with get_client() as client:
+            try:
+                await client.read_work_pool(pool)
+                return True
+            except ObjectNotFound:
+                return False
+
+    hint = "start it (prefect server start) and deploy again"
+    with prefect_api(hint):
+        if not asyncio.run(pool_exists()):
+            raise ConfigError(f"--pool {pool}: no such work pool on {api_url()}; create it with "
+                              f"`prefect work-pool create {pool} --type process`")
+        remote_flow = gan_pipeline.from_source(source=GitRepository(url=source, commit_sha=commit),
+                                               entrypoint="pipeline/flows.py:gan_pipeline")
+        deployment_id = remote_flow.deploy(
+            name=name, work_pool_name=pool, cron=cron, interval=interval, build=False, push=False,
+            parameters={"params_file": str(params_path.relative_to(root)), "overrides": overrides},
+            version=commit[:12], description=f"gans pipeline at {commit[:12]} of {source}", print_next_steps=False,
+            job_variables={"working_dir": workdir} if workdir else None)
+    return str(deployment_id), source, commit
 
 
 def serve_deployment(*, name: str, cron: str | None, interval: float | None, params_file: str,

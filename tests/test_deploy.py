@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import subprocess_env, tail
+from conftest import make_project, run, subprocess_env, tail, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +118,67 @@ def test_deploy_schedules_the_flow_and_a_triggered_run_registers(prefect_api: Pr
     train = json.loads((repo / "metrics/train.json").read_text())
     registered = json.loads((repo / "metrics/register.json").read_text())
     assert train["steps"] == 12 and registered["version"] == 1 and registered["champion"]
+
+
+RUN_POOLED = r"""
+import json, sys
+from prefect.deployments import run_deployment
+
+run = run_deployment(sys.argv[1], timeout=900)
+print(json.dumps({"state": run.state.type.value, "id": str(run.id)}))
+"""
+
+
+def test_a_worker_runs_the_pool_deployment_at_its_pinned_commit(prefect_api: PrefectAPI, tmp_path: Path) -> None:
+    """`gans deploy --pool` on a process pool; a real `prefect worker`, started in another folder, clones the
+    project at the deployed commit (not a later one), runs the flow through DVC, and registers a version in the
+    team's MLflow store whose run names the flow run."""
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'team/mlflow.db'}"
+    (tmp_path / "team").mkdir()
+    repo = make_project(tmp_path / "project", tiny_params({"train": {"steps": 12, "eval_every": 0},
+                                                           "tracking": {"uri": store}}))
+    extra = {"PREFECT_API_URL": prefect_api.url, "PREFECT_HOME": str(prefect_api.home)}
+    env = subprocess_env(**extra)
+    refused = run(["gans", "deploy", "--pool", "missing", "--name", "pooled"], repo, check=False, **extra)
+    assert refused.returncode == 2 and "prefect work-pool create missing --type process" in refused.stderr
+    run(["prefect", "work-pool", "create", "cpu", "--type", "process"], repo, **extra)
+    (repo / "params.yaml").write_text((repo / "params.yaml").read_text() + "\n")
+    dirty = run(["gans", "deploy", "--pool", "cpu", "--name", "pooled"], repo, check=False, **extra)
+    assert dirty.returncode == 2 and "uncommitted changes to params.yaml" in dirty.stderr
+    run(["git", "checkout", "params.yaml"], repo)
+    pinned = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
+    workdir = tmp_path / "runs"  # where the worker's runs keep their clone and outputs (it must exist there)
+    workdir.mkdir()
+    out = run(["gans", "deploy", "--pool", "cpu", "--name", "pooled", "--workdir", str(workdir)], repo,
+              **extra).stdout
+    assert pinned[:12] in out and "prefect worker start --pool cpu" in out
+    (repo / "NEWER").write_text("a commit after the deployment\n")  # the worker must not run this one
+    run(["git", "add", "NEWER"], repo)
+    run(["git", "commit", "-qm", "later"], repo)
+
+    (tmp_path / "worker").mkdir()
+    log = tmp_path / "worker.log"
+    with log.open("w") as f:  # started in a folder of its own
+        worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "cpu", "--limit", "1"],
+                                  cwd=tmp_path / "worker",
+                                  env=env, stdout=f, stderr=subprocess.STDOUT)
+    try:
+        done = subprocess.run([sys.executable, "-c", RUN_POOLED, "gan-pipeline/pooled"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=960)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    assert done.returncode == 0, f"{done.stderr[-3000:]}\n{tail(log)}"
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["state"] == "COMPLETED", f"the worker's run ended {result['state']}:\n{tail(log)}"
+    clones = [p.parent for p in workdir.rglob("dvc.yaml")]
+    assert len(clones) == 1, clones
+    assert run(["git", "rev-parse", "HEAD"], clones[0]).stdout.strip() == pinned
+    assert not (clones[0] / "NEWER").exists()
+    assert json.loads((clones[0] / "metrics/train.json").read_text())["steps"] == 12
+    client = mlflow.MlflowClient(store, store)
+    versions = client.search_model_versions("name='gan-generator'")
+    assert len(versions) == 1
+    assert client.get_run(versions[0].run_id).data.tags["prefect.flow_run_id"] == result["id"]
