@@ -220,9 +220,27 @@ def check_api(hint: str, timeout: float = 5.0) -> None:
     """Fail in seconds, with one line naming the URL, when the configured Prefect server is down (Prefect
     itself retries and then raises a traceback deep in its engine)."""
     url = api_url()
-    if url:
-        probe(url, PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) is unreachable ({{why}}); {hint}"),
-              timeout)
+    if not url:
+        return
+    probe(url, PrefectUnavailable(f"Prefect server {url} (PREFECT_API_URL) is unreachable ({{why}}); {hint}"), timeout)
+    import requests
+    from prefect.settings import get_current_settings
+
+    api = get_current_settings().api
+    auth_string = api.auth_string.get_secret_value() if api.auth_string else None
+    key = api.key.get_secret_value() if api.key else None
+    auth = tuple(auth_string.split(":", 1)) if auth_string and ":" in auth_string else None
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        status = requests.post(url.rstrip("/") + "/flows/filter", json={"limit": 1}, auth=auth, headers=headers,
+                               timeout=timeout).status_code
+    except requests.RequestException:
+        return  # it answered /health; Prefect's own errors take it from here
+    if status in (401, 403):
+        sent = "the credentials in PREFECT_API_AUTH_STRING" if auth else "a request without credentials"
+        raise PrefectUnavailable(f"Prefect server {url} refused {sent} (HTTP {status}): set PREFECT_API_AUTH_STRING="
+                                 "USER:PASSWORD, the server's PREFECT_SERVER_API_AUTH_STRING (in the environment or "
+                                 "a Prefect profile)")
 
 
 @contextmanager

@@ -32,6 +32,10 @@ class TrackingUnavailable(ServiceUnavailable):
     """The MLflow tracking server cannot be reached."""
 
 
+class TrackingRefused(TrackingUnavailable):
+    """The MLflow tracking server answers, but refuses this client's credentials (or their absence)."""
+
+
 def probe(url: str, error: ServiceUnavailable, timeout: float = 5.0) -> None:
     """GET ``url``/health; when nothing answers, raise ``error`` with ``{why}`` in its message replaced by the
     reason. Any answer, an error status included, means the server is up (its own errors say more)."""
@@ -44,10 +48,30 @@ def probe(url: str, error: ServiceUnavailable, timeout: float = 5.0) -> None:
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server is down."""
-    if uri.startswith(("http://", "https://")):
-        probe(uri, TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({{why}}); start it or point "
-                                       "tracking.uri elsewhere, then rerun this stage"), timeout)
+    """Fail fast (instead of MLflow's minutes of retries) when an HTTP tracking server is down, or refuses
+    this client (a server started with ``--app-name basic-auth``: credentials from the environment)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    probe(uri, TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({{why}}); start it or point "
+                                   "tracking.uri elsewhere, then rerun this stage"), timeout)
+    import requests
+
+    user, token = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_TOKEN")
+    auth = (user, os.environ.get("MLFLOW_TRACKING_PASSWORD", "")) if user else None
+    headers = {"Authorization": f"Bearer {token}"} if token and not user else {}
+    try:
+        status = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              auth=auth, headers=headers, timeout=timeout).status_code
+    except requests.RequestException:
+        return  # it answered /health; MLflow's own retries and errors take it from here
+    if status == 401:
+        sent = f"the credentials of user {user!r}" if user else ("the token" if token else "a request without credentials")
+        raise TrackingRefused(f"MLflow tracking server {uri} refused {sent} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
+                              "and MLFLOW_TRACKING_PASSWORD in the environment (never in params.yaml), then rerun "
+                              "this stage")
+    if status == 403:
+        raise TrackingRefused(f"MLflow tracking server {uri}: user {user!r} may not read experiments (HTTP 403); ask "
+                              "its admin for a permission, then rerun this stage")
 
 
 def configure(cfg: TrackingConfig) -> str:
