@@ -169,7 +169,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pipeline.sweep import run_sweep
 
-    sweep = run_sweep(args.params, list(args.set or ()), jobs=args.jobs)
+    sweep = run_sweep(args.params, list(args.set or ()), jobs=args.jobs, pool=args.pool)
     print(sweep.table())
     print(f"\nMLflow: parent run {sweep.parent_run_id} (nested runs per experiment); "
           "DVC: dvc exp show, dvc metrics diff EXP1 EXP2, dvc plots diff EXP1 EXP2")
@@ -177,9 +177,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from pipeline.flows import deploy_to_pool, serve_deployment
+    from pipeline.flows import deploy_to_pool, require_shared_tracking, serve_deployment
 
-    _params(args)
+    params = _params(args)
     if not args.cron and args.interval is None and not args.pool:
         raise ConfigError("deploy: give --cron EXPR or --interval SECONDS (or --pool NAME, for runs on demand)")
     if args.interval is not None and not (0 < args.interval < float("inf")):
@@ -187,6 +187,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     if args.workdir and not args.pool:
         raise ConfigError("--workdir: only with --pool (a served deployment runs in this folder)")
     if args.pool:
+        require_shared_tracking(params.tracking.uri, "--pool")
         deployment_id, source, commit = deploy_to_pool(
             name=args.name, pool=args.pool, cron=args.cron, interval=args.interval, params_file=args.params,
             overrides=list(args.set or ()), root=Path.cwd().resolve(), workdir=args.workdir)
@@ -485,6 +486,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("sweep", cmd_sweep, "run every combination of comma-separated -S values as DVC experiments, "
                                  "nested under one MLflow run, and compare them")
     p.add_argument("--jobs", "-j", type=int, default=1, help="experiments at a time (default 1)")
+    p.add_argument("--pool", help="run each configuration as a flow run on this Prefect work pool (its workers "
+                                  "run them in parallel) instead of DVC's local queue")
     p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of the flow, or deploy it on a work pool "
                                    "(--pool) for workers (needs a Prefect server)")
     p.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *'")

@@ -204,6 +204,29 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
     return {"train": trained, "evaluate": evaluation, "register": registered}
 
 
+@flow(name="gan-experiment", log_prints=True)
+def gan_experiment(name: str, config: list[str], parent_run_id: str) -> dict[str, Any]:
+    """One configuration of ``gans sweep --pool``, run by a worker in its clone of the sweep's commit:
+    ``dvc exp run -n NAME -S ...`` (its MLflow runs nested under the sweep's parent run), then ``dvc exp push
+    origin NAME``, which brings the experiment back to the repository the sweep runs in (and its outputs to
+    the default DVC remote, when one is set)."""
+    from pipeline.sweep import dvc_override
+
+    root = Path.cwd()
+    args = ["exp", "run", "-n", name]
+    for text in config:
+        args += ["-S", dvc_override(text)]
+    push = ["exp", "push", *([] if dvcrun.default_remote(root) else ["--no-cache"]), "origin", name]
+    with flow_run_environment():
+        for cmd, env in ((args, {tracking.PARENT_RUN_ENV: parent_run_id}), (push, {})):
+            try:
+                for line in dvcrun.stream(*cmd, cwd=root, **env):
+                    print(line)
+            except dvcrun.DvcFailed as err:
+                raise StageError(str(err)) from None
+    return {"name": name, "config": config}
+
+
 class PrefectUnavailable(ServiceUnavailable):
     """The Prefect API that PREFECT_API_URL names cannot be reached."""
 
@@ -291,25 +314,22 @@ def pinned_source(root: Path) -> tuple[str, str]:
     return (origin.stdout.strip() if origin.returncode == 0 else str(root)), head.stdout.strip()
 
 
-def deploy_to_pool(*, name: str, pool: str, cron: str | None, interval: float | None, params_file: str,
-                   overrides: list[str], root: Path, workdir: str | None = None) -> tuple[str, str, str]:
-    """A deployment of the flow on the work pool ``pool``, its source pinned to this project's git commit
-    (a worker clones it there, whatever folder or machine it runs on) and its params to the committed
-    ``params_file`` plus ``overrides``. ``workdir``: the folder on the worker's machine where runs clone the
-    project and keep their outputs and checkpoints between runs (Prefect's process worker otherwise uses a
-    temporary folder per run). Returns (deployment id, source, commit)."""
+def require_shared_tracking(uri: str, option: str) -> None:
+    """A worker runs in its own clone: a relative sqlite store there is not the one this project reads."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        raise ConfigError(f"tracking.uri: {uri} is relative to the project folder, and with {option} every "
+                          "worker would track into its own clone; use the team's tracking server (http://...) or "
+                          "an absolute sqlite:////path on a file system the workers share")
+
+
+def require_pool(pool: str) -> None:
+    """ConfigError naming the command that creates it, when the work pool ``pool`` does not exist."""
     import asyncio
 
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
-    from prefect.runner.storage import GitRepository
 
-    params_path = Path(params_file).resolve()
-    if not params_path.is_relative_to(root):
-        raise ConfigError(f"--params {params_file}: outside the project {root}; a worker reads it from the commit")
-    source, commit = pinned_source(root)
-
-    async def pool_exists() -> bool:
+    async def exists() -> bool:
         async with get_client() as client:
             try:
                 await client.read_work_pool(pool)
@@ -317,11 +337,28 @@ def deploy_to_pool(*, name: str, pool: str, cron: str | None, interval: float | 
             except ObjectNotFound:
                 return False
 
+    if not asyncio.run(exists()):
+        raise ConfigError(f"--pool {pool}: no such work pool on {api_url()}; create it with "
+                          f"`prefect work-pool create {pool} --type process`")
+
+
+def deploy_to_pool(*, name: str, pool: str, cron: str | None, interval: float | None, params_file: str,
+                   overrides: list[str], root: Path, workdir: str | None = None) -> tuple[str, str, str]:
+    """A deployment of the flow on the work pool ``pool``, its source pinned to this project's git commit
+    (a worker clones it there, whatever folder or machine it runs on) and its params to the committed
+    ``params_file`` plus ``overrides``. ``workdir``: the folder on the worker's machine where runs clone the
+    project and keep their outputs and checkpoints between runs (Prefect's process worker otherwise uses a
+    temporary folder per run). Returns (deployment id, source, commit)."""
+    from prefect.runner.storage import GitRepository
+
+    params_path = Path(params_file).resolve()
+    if not params_path.is_relative_to(root):
+        raise ConfigError(f"--params {params_file}: outside the project {root}; a worker reads it from the commit")
+    source, commit = pinned_source(root)
+
     hint = "start it (prefect server start) and deploy again"
     with prefect_api(hint):
-        if not asyncio.run(pool_exists()):
-            raise ConfigError(f"--pool {pool}: no such work pool on {api_url()}; create it with "
-                              f"`prefect work-pool create {pool} --type process`")
+        require_pool(pool)
         remote_flow = gan_pipeline.from_source(source=GitRepository(url=source, commit_sha=commit),
                                                entrypoint="pipeline/flows.py:gan_pipeline")
         deployment_id = remote_flow.deploy(

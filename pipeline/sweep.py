@@ -219,14 +219,25 @@ class Sweep:
         return format_table(self.results, self.swept)
 
 
-def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, log: TextIO = sys.stderr) -> Sweep:
-    """Validate, queue every configuration, run the queue under a parent MLflow run, collect the results."""
+def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, pool: str | None = None,
+              log: TextIO = sys.stderr) -> Sweep:
+    """Validate, queue every configuration, run the queue under a parent MLflow run, collect the results.
+    With ``pool``, each configuration is a flow run on that Prefect work pool instead (pipeline.sweep_pool)."""
     if jobs < 1:
         raise ConfigError(f"--jobs: got {jobs}; expected 1 or more")
+    if pool and jobs != 1:
+        raise ConfigError("--jobs: with --pool the pool's workers (and its concurrency limit) decide how many run "
+                          "at a time; leave --jobs out")
     grid = expand(sets)
     params = validate(params_file, grid)
     root = Path.cwd().resolve()
     baseline = preflight(root, params_file)
+    if pool:
+        from pipeline.flows import check_api, pinned_source, require_shared_tracking
+
+        require_shared_tracking(params[0].tracking.uri, "--pool")
+        check_api("start it (prefect server start), then run the sweep again")
+        pinned_source(root)  # uncommitted changes would not reach the workers
     client, parent = _open_parent(params[0], grid, baseline)
     prefix = f"sweep-{parent[:6]}"
     results = [Result(experiment_name(prefix, i, c, grid.swept), c) for i, c in enumerate(grid.configs, 1)]
@@ -234,16 +245,24 @@ def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, log: Text
           f"{parent} in experiment {params[0].tracking.experiment!r}", file=log, flush=True)
     status = "FAILED"
     try:
-        _queue(root, results, log)
-        for line in dvcrun.stream("exp", "run", "--run-all", "-j", str(jobs), cwd=root, **{PARENT_RUN_ENV: parent}):
-            print(line, file=log, flush=True)
-        _collect(root, baseline, results, params, client, parent)
+        errors = None
+        if pool:
+            from pipeline.sweep_pool import run_on_pool
+
+            errors = run_on_pool(root, pool, {r.name: r.config for r in results}, parent, log)
+        else:
+            _queue(root, results, log)
+            for line in dvcrun.stream("exp", "run", "--run-all", "-j", str(jobs), cwd=root,
+                                      **{PARENT_RUN_ENV: parent}):
+                print(line, file=log, flush=True)
+        _collect(root, baseline, results, params, client, parent, errors)
         status = "FINISHED" if all(r.ok for r in results) else "FAILED"
         _log_parent(client, parent, results, grid.swept)
     except KeyboardInterrupt:
         status = "KILLED"
-        print("interrupted: queued experiments keep running in the background (`dvc queue status`, "
-              "`dvc queue kill`)", file=log)
+        print("interrupted: flow runs on the pool keep running (cancel them in Prefect's UI or with `prefect "
+              "flow-run cancel ID`)" if pool else "interrupted: queued experiments keep running in the background "
+              "(`dvc queue status`, `dvc queue kill`)", file=log)
         raise
     except dvcrun.DvcFailed as err:
         raise StageError(str(err)) from None
@@ -296,13 +315,17 @@ def _show(root: Path, ref: str, path: str) -> dict[str, Any] | None:
 
 
 def _collect(root: Path, baseline: str, results: list[Result], params: list[Params], client: Any,
-             parent: str) -> None:
-    """Read each experiment's metrics from its git ref; the error tail of each that failed."""
+             parent: str, errors: dict[str, list[str]] | None = None) -> None:
+    """Read each experiment's metrics from its git ref; the error tail of each that failed (``errors``: what
+    the pool's flow runs said, else DVC's queue logs)."""
     champions: dict[str, str | None] = {}
     for r, p in zip(results, params):
         ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{r.name}"
         files = {k: _show(root, ref, f"metrics/{k}.json") for k in ("train", "eval", "register")}
         if not all(files.values()):
+            if errors is not None:
+                r.error = errors.get(r.name) or ["the flow run completed but pushed no experiment"]
+                continue
             lines = [ln for ln in dvcrun.run("queue", "logs", r.name, cwd=root).stdout.splitlines() if ln.strip()]
             r.error = list(dict.fromkeys(lines[-8:]))[-4:] or ["no experiment was recorded (see `dvc queue status`)"]
             continue

@@ -182,3 +182,44 @@ def test_a_worker_runs_the_pool_deployment_at_its_pinned_commit(prefect_api: Pre
     versions = client.search_model_versions("name='gan-generator'")
     assert len(versions) == 1
     assert client.get_run(versions[0].run_id).data.tags["prefect.flow_run_id"] == result["id"]
+
+
+def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, tmp_path: Path) -> None:
+    """`gans sweep --pool`: three configurations, two real workers; every configuration comes back as a DVC
+    experiment in this repository and an MLflow run nested under the sweep's parent run."""
+    import mlflow
+
+    store = f"sqlite:///{tmp_path / 'team/mlflow.db'}"
+    (tmp_path / "team").mkdir()
+    repo = make_project(tmp_path / "project", tiny_params({"train": {"eval_every": 0}, "tracking": {"uri": store}}))
+    extra = {"PREFECT_API_URL": prefect_api.url, "PREFECT_HOME": str(prefect_api.home)}
+    run(["prefect", "work-pool", "create", "sweeps", "--type", "process"], repo, **extra)
+    workers, logs = [], []
+    for i in range(2):
+        (tmp_path / f"worker{i}").mkdir()
+        logs.append(tmp_path / f"worker{i}.log")
+        with logs[-1].open("w") as f:
+            workers.append(subprocess.Popen(["prefect", "worker", "start", "--pool", "sweeps", "--limit", "1"],
+                                            cwd=tmp_path / f"worker{i}", env=subprocess_env(**extra), stdout=f,
+                                            stderr=subprocess.STDOUT))
+    try:
+        swept = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=60)
+    assert swept.returncode == 0, f"{swept.stdout[-3000:]}\n{swept.stderr[-3000:]}\n{tail(logs[0])}\n{tail(logs[1])}"
+    table = swept.stdout
+    assert table.count("sweep-") >= 3 and "failed" not in table, table
+    exps = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+    assert len(exps) == 3, exps
+    parent = table.split("MLflow: parent run ")[1].split()[0]
+    client = mlflow.MlflowClient(store, store)
+    nested = client.search_runs([client.get_experiment_by_name("gans").experiment_id],
+                                f"tags.mlflow.parentRunId = '{parent}'")
+    assert len(nested) == 3 and {r.data.params.get("train.steps") for r in nested} == {"6", "8", "10"}
+    assert all(r.data.tags.get("prefect.flow_run_id") for r in nested)
+    picked = [sum("gan-experiment" in line or "Completed submission" in line for line in log.read_text().splitlines())
+              for log in logs]
+    print(f"flow-run lines per worker: {picked}")

@@ -137,12 +137,14 @@ def test_prefect_server_auth_refuses_anonymous_clients_and_gans_names_the_settin
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "params"]):
         run(cmd, repo)  # deploy --pool pins a commit
     env = {"PREFECT_API_URL": api, "PREFECT_HOME": str(home)}
-    anonymous = run(["gans", "deploy", "--pool", "gpu"], repo, check=False, **env)
+    shared = ["-S", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # what workers can share
+    anonymous = run(["gans", "deploy", "--pool", "gpu", *shared], repo, check=False, **env)
     assert anonymous.returncode == 2 and "Traceback" not in anonymous.stderr
     assert "refused a request without credentials (HTTP 401)" in anonymous.stderr
     assert "PREFECT_API_AUTH_STRING" in anonymous.stderr
     wrong = run(["gans", "flow"], repo, check=False, PREFECT_API_AUTH_STRING="admin:wrong", **env)
     assert wrong.returncode == 2 and "refused the credentials in PREFECT_API_AUTH_STRING" in wrong.stderr
     # With the auth string the client gets through to the API (which then answers about the missing pool).
-    authed = run(["gans", "deploy", "--pool", "gpu"], repo, check=False, PREFECT_API_AUTH_STRING=PREFECT_AUTH, **env)
+    authed = run(["gans", "deploy", "--pool", "gpu", *shared], repo, check=False, PREFECT_API_AUTH_STRING=PREFECT_AUTH,
+                 **env)
     assert authed.returncode == 2 and "--pool gpu: no such work pool" in authed.stderr, authed.stderr
