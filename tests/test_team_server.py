@@ -275,3 +275,98 @@ def test_records_live_in_postgresql(postgres: Postgres, client) -> None:
     aliases = postgres.query(f"SELECT alias, version FROM registered_model_aliases WHERE name = '{MODEL}' "
                              "ORDER BY alias")
     assert aliases == [["challenger", "1"], ["champion", "1"]]
+
+
+UNITS = Path(__file__).resolve().parents[1] / "docs/team"
+RUN_DEPLOYMENT = r"""
+import json, sys
+from prefect.deployments import run_deployment
+
+run = run_deployment(sys.argv[1], timeout=900)
+print(json.dumps({"state": run.state.type.value, "id": str(run.id)}))
+"""
+
+
+def _team_env(**overrides: str) -> dict[str, str]:
+    """docs/team/team.env (what the systemd units read), with ``overrides``."""
+    env = {}
+    for line in (UNITS / "team.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return {**env, **overrides}
+
+
+def _exec_start(unit: str, env: dict[str, str], instance: str = "") -> list[str]:
+    """The unit's ExecStart as systemd expands it: ${VAR} from the environment file, %i the instance."""
+    import re
+    import shlex
+
+    line = next(ln for ln in (UNITS / unit).read_text().splitlines() if ln.startswith("ExecStart="))
+    line = re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], line[len("ExecStart="):].replace("%i", instance))
+    return shlex.split(line)
+
+
+def _serve(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    cwd.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=subprocess_env(**env), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{url}: the server exited ({proc.returncode}):\n{log.read_text()[-4000:]}"
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+def test_the_documented_units_run_a_worker_driven_flow_against_both_servers(postgres: Postgres,
+                                                                           tmp_path: Path) -> None:
+    """docs/team: the MLflow (PostgreSQL, basic-auth) and Prefect (auth string) servers and a worker, started
+    with their units' own ExecStart lines and environment file; a pool deployment run by the worker trains and
+    registers on the team's MLflow server, whose records live in PostgreSQL."""
+    if not (BIN.parent.parent / ".venv/bin/mlflow").is_file():
+        pytest.skip("the units run ${GANS_HOME}/.venv/bin/...: needs the project's own .venv")
+    postgres.query("CREATE DATABASE team", database="postgres")
+    mlflow_port, prefect_port = _free_port(), _free_port()
+    env = _team_env(GANS_HOME=str(BIN.parent.parent), HOST="127.0.0.1", MLFLOW_PORT=str(mlflow_port),
+                    MLFLOW_BACKEND=postgres.uri.rsplit("/", 1)[0] + "/team", PGPASSWORD="",
+                    MLFLOW_ARTIFACTS=str(tmp_path / "artifacts"), PREFECT_PORT=str(prefect_port),
+                    PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api")
+    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+    procs = [_serve(_exec_start("gans-mlflow.service", env), tmp_path / "srv", env, tmp_path / "mlflow.log"),
+             _serve(_exec_start("gans-prefect.service", env), tmp_path / "srv", env, tmp_path / "prefect.log")]
+    try:
+        repo = make_project(tmp_path / "project", tiny_params({"train": {"steps": 10, "eval_every": 0},
+                                                               "tracking": {"uri": mlflow_url}}))
+        _wait_health(f"{mlflow_url}/health", procs[0], tmp_path / "mlflow.log")
+        _wait_health(f"{env['PREFECT_API_URL']}/health", procs[1], tmp_path / "prefect.log")
+        assert requests.post(f"{env['PREFECT_API_URL']}/flows/filter", json={}, timeout=10).status_code == 401
+        assert requests.get(f"{mlflow_url}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                            timeout=10).status_code == 401
+        run(["prefect", "work-pool", "create", "team", "--type", "process"], repo, **env)
+        run(["gans", "deploy", "--pool", "team", "--name", "nightly"], repo, **env)
+        procs.append(_serve(_exec_start("gans-worker@.service", env, "team"), tmp_path / "runs", env,
+                            tmp_path / "worker.log"))
+        done = subprocess.run([sys.executable, "-c", RUN_DEPLOYMENT, "gan-pipeline/nightly"], cwd=tmp_path,
+                              env=subprocess_env(**env), capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, f"{done.stderr[-3000:]}\n{(tmp_path / 'worker.log').read_text()[-4000:]}"
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["state"] == "COMPLETED", (tmp_path / "worker.log").read_text()[-4000:]
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    assert postgres.query("SELECT name FROM registered_models", database="team") == [["gan-generator"]]
+    tags = dict(postgres.query("SELECT key, value FROM tags WHERE key LIKE 'prefect.%'", database="team"))
+    assert tags["prefect.flow_run_id"] == result["id"]
