@@ -216,7 +216,8 @@ def gan_experiment(name: str, config: list[str], parent_run_id: str) -> dict[str
     args = ["exp", "run", "-n", name]
     for text in config:
         args += ["-S", dvc_override(text)]
-    push = ["exp", "push", *([] if dvcrun.default_remote(root) else ["--no-cache"]), "origin", name]
+    # --force: an unfinished attempt of an earlier sweep (a lost worker) may have left a ref of this name
+    push = ["exp", "push", "--force", *([] if dvcrun.default_remote(root) else ["--no-cache"]), "origin", name]
     with flow_run_environment():
         for cmd, env in ((args, {tracking.PARENT_RUN_ENV: parent_run_id}), (push, {})):
             try:

@@ -239,23 +239,32 @@ def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, pool: str
         check_api("start it (prefect server start), then run the sweep again")
         pinned_source(root)  # uncommitted changes would not reach the workers
     client, parent = _open_parent(params[0], grid, baseline)
-    prefix = f"sweep-{parent[:6]}"
+    # On a pool, names follow the commit and the grid, so that running the same sweep again reuses what an
+    # earlier one finished (a lost worker's configuration runs again, the others do not); locally, the parent.
+    prefix = f"sweep-{_grid_key(baseline, grid) if pool else parent[:6]}"
     results = [Result(experiment_name(prefix, i, c, grid.swept), c) for i, c in enumerate(grid.configs, 1)]
     print(f"sweep: {len(results)} configurations as DVC experiments ({jobs} at a time); MLflow parent run "
           f"{parent} in experiment {params[0].tracking.experiment!r}", file=log, flush=True)
     status = "FAILED"
     try:
-        errors = None
+        errors, done = None, []
         if pool:
             from pipeline.sweep_pool import run_on_pool
 
-            errors = run_on_pool(root, pool, {r.name: r.config for r in results}, parent, log)
+            done = [r for r in results if _finished(root, baseline, r.name)]
+            for r in done:
+                print(f"{r.name}: finished by an earlier sweep of this commit and grid, reused", file=log, flush=True)
+            errors = run_on_pool(root, pool, {r.name: r.config for r in results if r not in done}, parent, log) \
+                if len(done) < len(results) else {}
         else:
             _queue(root, results, log)
             for line in dvcrun.stream("exp", "run", "--run-all", "-j", str(jobs), cwd=root,
                                       **{PARENT_RUN_ENV: parent}):
                 print(line, file=log, flush=True)
         _collect(root, baseline, results, params, client, parent, errors)
+        for r in done:
+            if r.ok:
+                r.note = f"reused: finished by an earlier sweep of this commit (MLflow run {str(r.train['run_id'])[:8]})"
         status = "FINISHED" if all(r.ok for r in results) else "FAILED"
         _log_parent(client, parent, results, grid.swept)
     except KeyboardInterrupt:
@@ -309,6 +318,22 @@ def _queue(root: Path, results: list[Result], log: TextIO) -> None:
         print(f"queued {r.name}: {' '.join(r.config)}", file=log, flush=True)
 
 
+def _grid_key(baseline: str, grid: Grid) -> str:
+    import hashlib
+
+    return hashlib.sha1(json.dumps([baseline, grid.configs]).encode()).hexdigest()[:6]
+
+
+def _exp_ref(baseline: str, name: str) -> str:
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
+def _finished(root: Path, baseline: str, name: str) -> bool:
+    """The experiment ``name`` of ``baseline`` exists and holds every stage's metrics."""
+    return all(_git(root, "cat-file", "-e", f"{_exp_ref(baseline, name)}:metrics/{k}.json").returncode == 0
+               for k in ("train", "eval", "register"))
+
+
 def _show(root: Path, ref: str, path: str) -> dict[str, Any] | None:
     out = _git(root, "show", f"{ref}:{path}")
     return json.loads(out.stdout) if out.returncode == 0 else None
@@ -320,7 +345,7 @@ def _collect(root: Path, baseline: str, results: list[Result], params: list[Para
     the pool's flow runs said, else DVC's queue logs)."""
     champions: dict[str, str | None] = {}
     for r, p in zip(results, params):
-        ref = f"refs/exps/{baseline[:2]}/{baseline[2:]}/{r.name}"
+        ref = _exp_ref(baseline, r.name)
         files = {k: _show(root, ref, f"metrics/{k}.json") for k in ("train", "eval", "register")}
         if not all(files.values()):
             if errors is not None:

@@ -204,12 +204,22 @@ def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, 
                                             stderr=subprocess.STDOUT))
     try:
         swept = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
+        assert swept.returncode == 0, f"{swept.stdout[-3000:]}\n{swept.stderr[-3000:]}\n{tail(logs[0])}"
+        # A configuration whose result never came back (its worker was lost): the same sweep again reruns only it.
+        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
+        lost = sorted(refs)[1]
+        run(["git", "update-ref", "-d", lost], repo)
+        again = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
     finally:
         for w in workers:
             w.terminate()
         for w in workers:
             w.wait(timeout=60)
-    assert swept.returncode == 0, f"{swept.stdout[-3000:]}\n{swept.stderr[-3000:]}\n{tail(logs[0])}\n{tail(logs[1])}"
+    assert again.returncode == 0, f"{again.stdout[-3000:]}\n{again.stderr[-3000:]}\n{tail(logs[0])}"
+    lost_name = lost.rsplit("/", 1)[1]
+    assert again.stderr.count("finished by an earlier sweep of this commit and grid, reused") == 2, again.stderr
+    assert again.stderr.count("submitted ") == 1 and f"submitted {lost_name} " in again.stderr, again.stderr
+    assert again.stdout.count("reused: finished by an earlier sweep") == 2, again.stdout
     table = swept.stdout
     assert table.count("sweep-") >= 3 and "failed" not in table, table
     exps = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
@@ -219,6 +229,8 @@ def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, 
     nested = client.search_runs([client.get_experiment_by_name("gans").experiment_id],
                                 f"tags.mlflow.parentRunId = '{parent}'")
     assert len(nested) == 3 and {r.data.params.get("train.steps") for r in nested} == {"6", "8", "10"}
+    rerun = again.stdout.split("MLflow: parent run ")[1].split()[0]
+    assert len(client.search_runs([nested[0].info.experiment_id], f"tags.mlflow.parentRunId = '{rerun}'")) == 1
     assert all(r.data.tags.get("prefect.flow_run_id") for r in nested)
     picked = [sum("gan-experiment" in line or "Completed submission" in line for line in log.read_text().splitlines())
               for log in logs]
