@@ -44,6 +44,8 @@ bench: install
 	python bench/precision.py
 	python bench/translation.py
 	python bench/superres.py
+	python bench/stargan.py
+	python bench/pool.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"

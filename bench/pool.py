@@ -36,6 +36,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM, then SIGKILL what has not gone after 30 s (a worker can sit in its shutdown)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 def _project(name: str, steps: int) -> Path:
     store = f"sqlite:///{WORK / name / 'mlflow.db'}"
     return make_project(WORK / name / "project", tiny_params({"train": {"steps": steps, "eval_every": 0},
@@ -58,10 +70,7 @@ def _sweep(name: str, workers: int, configs: int, steps: int, env: dict[str, str
         seconds, proc = timed([str(BIN / "gans"), "sweep", "--pool", pool, "-S", f"train.steps={values}"], repo,
                               timeout=3600, **env)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(timeout=60)
+        _stop(procs)
     assert "failed" not in proc.stdout, proc.stdout
     print(f"{workers} worker(s): {seconds:.0f} s\n{proc.stdout}", flush=True)
     return seconds
@@ -93,19 +102,15 @@ def main() -> None:
             assert time.monotonic() < deadline, "the prefect server did not start"
             time.sleep(0.5)
         local_repo = _project("local", args.steps)
-        for stage in ("prepare", "augment", "evaluator"):  # the baseline run's shared stages, not timed
-            run([str(BIN / "gans"), stage], local_repo)
-        run(["git", "add", "-A"], local_repo)
-        run(["git", "commit", "-qm", "stages"], local_repo)
+        run([sys.executable, "-m", "dvc", "repro"], local_repo, timeout=3600)  # the data stages, not timed
         local_s, _ = timed([sys.executable, "-m", "dvc", "exp", "run", "-n", "plain", "-S",
-                            f"train.steps={args.steps}"], local_repo, timeout=3600)
+                            f"train.steps={args.steps + 1}"], local_repo, timeout=3600)
         fresh_s, _ = timed([sys.executable, "-m", "dvc", "exp", "run", "-n", "fresh", "-S",
                             f"train.steps={args.steps + 1}"], _project("fresh", args.steps), timeout=3600)
         one = _sweep("one", 1, args.configs, args.steps, env)
         two = _sweep("two", 2, args.configs, args.steps, env)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        _stop([server])
     per_run = one / args.configs
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     command = "python bench/pool.py" + "".join(
