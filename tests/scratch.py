@@ -69,6 +69,16 @@ def make_project(path: Path, params: dict) -> Path:
     return path
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` s (a Prefect worker or server can sit in its shutdown)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A TCP port nothing listens on (now)."""
     import socket

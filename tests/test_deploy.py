@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import make_project, run, subprocess_env, tail, tiny_params
+from scratch import make_project, run, stop_process, subprocess_env, tail, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +39,6 @@ def _wait_until(done, proc: subprocess.Popen, log: Path, what: str, timeout: flo
             pass
         time.sleep(0.5)
     raise AssertionError(f"{what}: not after {timeout:.0f} s:\n{tail(log)}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL after 30 s: a worker can sit in its shutdown."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @dataclass(frozen=True)
@@ -178,7 +168,7 @@ def test_a_worker_runs_the_pool_deployment_at_its_pinned_commit(prefect_api: Pre
         done = subprocess.run([sys.executable, "-c", RUN_POOLED, "gan-pipeline/pooled"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=960)
     finally:
-        _stop(worker)
+        stop_process(worker)
     assert done.returncode == 0, f"{done.stderr[-3000:]}\n{tail(log)}"
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["state"] == "COMPLETED", f"the worker's run ended {result['state']}:\n{tail(log)}"
@@ -221,7 +211,7 @@ def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, 
         again = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
     finally:
         for w in workers:
-            _stop(w)
+            stop_process(w)
     assert again.returncode == 0, f"{again.stdout[-3000:]}\n{again.stderr[-3000:]}\n{tail(logs[0])}"
     lost_name = lost.rsplit("/", 1)[1]
     assert again.stderr.count("finished by an earlier sweep of this commit and grid, reused") == 2, again.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from scratch import free_port, make_project, run, subprocess_env, tail, tiny_params
+from scratch import free_port, make_project, run, stop_process, subprocess_env, tail, tiny_params
 
 pytestmark = pytest.mark.e2e
 
@@ -42,14 +42,6 @@ def _start(cmd: list[str], cwd: Path, log: Path, ready: str, env: dict[str, str]
     raise AssertionError(f"{ready} did not answer in {timeout:.0f} s:\n{tail(log)}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
 @pytest.fixture(scope="module")
 def mlflow_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     home = tmp_path_factory.mktemp("mlflow-auth")
@@ -62,7 +54,7 @@ def mlflow_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield uri
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_mlflow_basic_auth_refuses_anonymous_clients_and_the_pipeline_runs_with_credentials(
@@ -122,7 +114,7 @@ def prefect_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     try:
         yield api, home
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def test_prefect_server_auth_refuses_anonymous_clients_and_gans_names_the_setting(
