@@ -169,7 +169,7 @@ def cmd_flow(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pipeline.sweep import run_sweep
 
-    sweep = run_sweep(args.params, list(args.set or ()), jobs=args.jobs, pool=args.pool)
+    sweep = run_sweep(args.params, list(args.set or ()), jobs=args.jobs, pool=args.pool, heartbeat=args.heartbeat)
     print(sweep.table())
     print(f"\nMLflow: parent run {sweep.parent_run_id} (nested runs per experiment); "
           "DVC: dvc exp show, dvc metrics diff EXP1 EXP2, dvc plots diff EXP1 EXP2")
@@ -177,7 +177,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from pipeline.flows import deploy_to_pool, require_shared_tracking, serve_deployment
+    from pipeline.flows import (HEARTBEAT_DEFAULT, deploy_to_pool, heartbeat_env, require_shared_tracking,
+                                serve_deployment)
 
     params = _params(args)
     if not args.cron and args.interval is None and not args.pool:
@@ -186,11 +187,16 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise ConfigError(f"--interval: got {args.interval}; expected a number of seconds > 0")
     if args.workdir and not args.pool:
         raise ConfigError("--workdir: only with --pool (a served deployment runs in this folder)")
+    if args.heartbeat is not None and not args.pool:
+        raise ConfigError("--heartbeat: only with --pool (runs on workers send heartbeats)")
+    heartbeat = HEARTBEAT_DEFAULT if args.heartbeat is None else args.heartbeat
+    heartbeat_env(heartbeat)  # a bad value fails first
     if args.pool:
         require_shared_tracking(params.tracking.uri, "--pool")
         deployment_id, source, commit = deploy_to_pool(
             name=args.name, pool=args.pool, cron=args.cron, interval=args.interval, params_file=args.params,
-            overrides=list(args.set or ()), root=Path.cwd().resolve(), workdir=args.workdir)
+            overrides=list(args.set or ()), root=Path.cwd().resolve(), workdir=args.workdir,
+            heartbeat=heartbeat)
         print(f"deployment gan-pipeline/{args.name} ({deployment_id}) on work pool {args.pool}: commit {commit[:12]} "
               f"of {source}, params {args.params}{' with ' + ' '.join(args.set) if args.set else ''}\n"
               f"start a worker on each machine: prefect worker start --pool {args.pool}\n"
@@ -488,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", "-j", type=int, default=1, help="experiments at a time (default 1)")
     p.add_argument("--pool", help="run each configuration as a flow run on this Prefect work pool (its workers "
                                   "run them in parallel) instead of DVC's local queue")
+    p.add_argument("--heartbeat", type=int, help="with --pool: seconds between a run's heartbeats (default 60, "
+                                                 "at least 30); a run silent for 2x that + 10 s is marked crashed")
     p = add("deploy", cmd_deploy, "serve a scheduled Prefect deployment of the flow, or deploy it on a work pool "
                                    "(--pool) for workers (needs a Prefect server)")
     p.add_argument("--cron", help="cron schedule, e.g. '0 3 * * *'")
@@ -497,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "instead of serving from this process")
     p.add_argument("--workdir", help="with --pool: an existing folder on each worker's machine where runs keep the "
                                      "clone, outputs and checkpoints (default: a temporary folder per run)")
+    p.add_argument("--heartbeat", type=int, help="with --pool: seconds between a run's heartbeats (default 60, "
+                                                 "at least 30); a run silent for 2x that + 10 s is marked crashed")
     p = add("serve", cmd_serve, "serve the champion generator with MLflow")
     p.add_argument("--host")
     p.add_argument("--port", type=int)

@@ -343,30 +343,101 @@ def require_pool(pool: str) -> None:
                           f"`prefect work-pool create {pool} --type process`")
 
 
+# Crash detection for runs on a pool. A worker that dies with its machine (or is killed with SIGKILL) leaves
+# its flow run "Running" for ever: nothing is left to report the end. Every flow run sends a heartbeat event
+# every HEARTBEAT seconds (Prefect's flows.heartbeat_frequency, set in each deployment's environment); one
+# automation per server marks a gans flow run Crashed when SILENCE seconds pass with no heartbeat and no final
+# state, which is what a sweep or a user waiting on it reads.
+HEARTBEAT_DEFAULT = 60
+HEARTBEAT_MIN = 30  # Prefect refuses less
+CRASH_AUTOMATION = "gans: mark unresponsive flow runs crashed"
+FLOW_NAMES = ("gan-pipeline", "gan-experiment")
+
+
+def silence_limit(heartbeat: int) -> int:
+    """Seconds without a heartbeat after which a run counts as lost: two missed beats and a margin."""
+    return 2 * heartbeat + 10
+
+
+def heartbeat_env(heartbeat: int) -> dict[str, str]:
+    """The flow-run environment that makes a run send a heartbeat every ``heartbeat`` seconds."""
+    if not HEARTBEAT_MIN <= heartbeat < 24 * 3600:
+        raise ConfigError(f"--heartbeat: got {heartbeat}; expected seconds between {HEARTBEAT_MIN} (Prefect's "
+                          "minimum) and a day")
+    return {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(heartbeat)}
+
+
+def ensure_crash_detection(heartbeat: int) -> str:
+    """Create, or update to this ``heartbeat``, the server's automation that marks a gans flow run Crashed when
+    it has sent no heartbeat (and reached no final state) for ``silence_limit(heartbeat)`` seconds. One per
+    server, found by name; the latest deployment's heartbeat sets its window. Returns its id."""
+    import asyncio
+    from datetime import timedelta
+
+    from prefect import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    silence = silence_limit(heartbeat)
+    automation = AutomationCore(
+        name=CRASH_AUTOMATION,
+        description=(f"A flow run of {' or '.join(FLOW_NAMES)} that sent no heartbeat for {silence} s (it sends one "
+                     f"every {heartbeat} s) lost its worker: mark it Crashed. Made by `gans deploy --pool` and "
+                     "`gans sweep --pool`."),
+        enabled=True,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{s}" for s in
+                                                    ("Completed", "Failed", "Cancelled", "Crashed"))},
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            match_related=ResourceSpecification({"prefect.resource.role": "flow",
+                                                 "prefect.resource.name": list(FLOW_NAMES)}),
+            for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
+            within=timedelta(seconds=silence)),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {silence} s: its worker or machine was lost")])
+
+    async def upsert() -> str:
+        async with get_client() as client:
+            existing = await client.read_automations_by_name(CRASH_AUTOMATION)
+            if existing:
+                await client.update_automation(existing[0].id, automation)
+                return str(existing[0].id)
+            return str(await client.create_automation(automation))
+
+    return asyncio.run(upsert())
+
+
 def deploy_to_pool(*, name: str, pool: str, cron: str | None, interval: float | None, params_file: str,
-                   overrides: list[str], root: Path, workdir: str | None = None) -> tuple[str, str, str]:
+                   overrides: list[str], root: Path, workdir: str | None = None,
+                   heartbeat: int = HEARTBEAT_DEFAULT) -> tuple[str, str, str]:
     """A deployment of the flow on the work pool ``pool``, its source pinned to this project's git commit
     (a worker clones it there, whatever folder or machine it runs on) and its params to the committed
     ``params_file`` plus ``overrides``. ``workdir``: the folder on the worker's machine where runs clone the
     project and keep their outputs and checkpoints between runs (Prefect's process worker otherwise uses a
-    temporary folder per run). Returns (deployment id, source, commit)."""
+    temporary folder per run). Runs send a heartbeat every ``heartbeat`` s, and the server's crash-detection
+    automation is made or updated to match. Returns (deployment id, source, commit)."""
     from prefect.runner.storage import GitRepository
 
     params_path = Path(params_file).resolve()
     if not params_path.is_relative_to(root):
         raise ConfigError(f"--params {params_file}: outside the project {root}; a worker reads it from the commit")
     source, commit = pinned_source(root)
+    env = heartbeat_env(heartbeat)
 
     hint = "start it (prefect server start) and deploy again"
     with prefect_api(hint):
         require_pool(pool)
+        ensure_crash_detection(heartbeat)
         remote_flow = gan_pipeline.from_source(source=GitRepository(url=source, commit_sha=commit),
                                                entrypoint="pipeline/flows.py:gan_pipeline")
         deployment_id = remote_flow.deploy(
             name=name, work_pool_name=pool, cron=cron, interval=interval, build=False, push=False,
             parameters={"params_file": str(params_path.relative_to(root)), "overrides": overrides},
             version=commit[:12], description=f"gans pipeline at {commit[:12]} of {source}", print_next_steps=False,
-            job_variables={"working_dir": workdir} if workdir else None)
+            job_variables={"env": env, **({"working_dir": workdir} if workdir else {})})
     return str(deployment_id), source, commit
 
 

@@ -220,14 +220,22 @@ class Sweep:
 
 
 def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, pool: str | None = None,
-              log: TextIO = sys.stderr) -> Sweep:
+              heartbeat: int | None = None, log: TextIO = sys.stderr) -> Sweep:
     """Validate, queue every configuration, run the queue under a parent MLflow run, collect the results.
-    With ``pool``, each configuration is a flow run on that Prefect work pool instead (pipeline.sweep_pool)."""
+    With ``pool``, each configuration is a flow run on that Prefect work pool instead (pipeline.sweep_pool),
+    sending a heartbeat every ``heartbeat`` s (a run that stops sending them is marked crashed)."""
     if jobs < 1:
         raise ConfigError(f"--jobs: got {jobs}; expected 1 or more")
     if pool and jobs != 1:
         raise ConfigError("--jobs: with --pool the pool's workers (and its concurrency limit) decide how many run "
                           "at a time; leave --jobs out")
+    if heartbeat is not None and not pool:
+        raise ConfigError("--heartbeat: only with --pool (runs on workers send heartbeats)")
+    if pool:
+        from pipeline.flows import HEARTBEAT_DEFAULT, heartbeat_env
+
+        heartbeat = HEARTBEAT_DEFAULT if heartbeat is None else heartbeat
+        heartbeat_env(heartbeat)  # a bad value fails before anything starts
     grid = expand(sets)
     params = validate(params_file, grid)
     root = Path.cwd().resolve()
@@ -254,8 +262,8 @@ def run_sweep(params_file: str, sets: Sequence[str], *, jobs: int = 1, pool: str
             done = [r for r in results if _finished(root, baseline, r.name)]
             for r in done:
                 print(f"{r.name}: finished by an earlier sweep of this commit and grid, reused", file=log, flush=True)
-            errors = run_on_pool(root, pool, {r.name: r.config for r in results if r not in done}, parent, log) \
-                if len(done) < len(results) else {}
+            errors = run_on_pool(root, pool, {r.name: r.config for r in results if r not in done}, parent, log,
+                                 heartbeat) if len(done) < len(results) else {}
         else:
             _queue(root, results, log)
             for line in dvcrun.stream("exp", "run", "--run-all", "-j", str(jobs), cwd=root,

@@ -19,29 +19,33 @@ from uuid import UUID
 DEPLOYMENT_FLOW = "gan-experiment"
 
 
-def deploy_experiments(root: Path, pool: str) -> tuple[str, str]:
-    """Deploy ``gan-experiment`` on ``pool`` at this repository's commit; (deployment name, commit)."""
+def deploy_experiments(root: Path, pool: str, heartbeat: int) -> tuple[str, str]:
+    """Deploy ``gan-experiment`` on ``pool`` at this repository's commit, its runs sending a heartbeat every
+    ``heartbeat`` s (the server's crash detection made to match); (deployment name, commit)."""
     from prefect.runner.storage import GitRepository
 
-    from pipeline.flows import gan_experiment, pinned_source, require_pool
+    from pipeline.flows import ensure_crash_detection, gan_experiment, heartbeat_env, pinned_source, require_pool
 
     source, commit = pinned_source(root)
+    env = heartbeat_env(heartbeat)
     require_pool(pool)
+    ensure_crash_detection(heartbeat)
     name = f"sweep-{commit[:12]}"
     remote = gan_experiment.from_source(source=GitRepository(url=source, commit_sha=commit),
                                         entrypoint="pipeline/flows.py:gan_experiment")
     remote.deploy(name=name, work_pool_name=pool, build=False, push=False, version=commit[:12],
-                  description=f"gans sweep configurations at {commit[:12]} of {source}", print_next_steps=False)
+                  description=f"gans sweep configurations at {commit[:12]} of {source}", print_next_steps=False,
+                  job_variables={"env": env})
     return f"{DEPLOYMENT_FLOW}/{name}", commit
 
 
-def run_on_pool(root: Path, pool: str, configs: dict[str, list[str]], parent: str, log: TextIO,
+def run_on_pool(root: Path, pool: str, configs: dict[str, list[str]], parent: str, log: TextIO, heartbeat: int,
                 poll: float = 2.0) -> dict[str, list[str]]:
     """One flow run per configuration (``configs``: experiment name -> overrides), waited for; the error lines
     of every one that did not complete, by experiment name."""
     from prefect.deployments import run_deployment
 
-    deployment, commit = deploy_experiments(root, pool)
+    deployment, commit = deploy_experiments(root, pool, heartbeat)
     runs: dict[str, UUID] = {}
     for name, config in configs.items():
         flow_run = run_deployment(deployment, parameters={"name": name, "config": config, "parent_run_id": parent},
@@ -54,7 +58,25 @@ def run_on_pool(root: Path, pool: str, configs: dict[str, list[str]], parent: st
         if state.type.value != "COMPLETED":
             errors[name] = [f"flow run {state.type.value.lower()}: {state.message or 'no message'}",
                             *asyncio.run(_log_tail(runs[name]))]
+        if state.type.value == "CRASHED":
+            errors[name] += [f"MLflow run {run_id} was left running by the lost worker: marked KILLED"
+                             for run_id in close_lost_runs(parent, runs[name])]
     return errors
+
+
+def close_lost_runs(parent: str, flow_run_id: UUID) -> list[str]:
+    """End as KILLED the MLflow runs under ``parent`` that the crashed flow run ``flow_run_id`` left RUNNING (its
+    process died with its worker, so nothing else will); their ids."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent).info.experiment_id
+    lost = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}' and "
+                                            f"tags.`prefect.flow_run_id` = '{flow_run_id}' and "
+                                            "attributes.status = 'RUNNING'")
+    for run in lost:
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in lost]
 
 
 async def _wait(runs: dict[str, UUID], pool: str, log: TextIO, poll: float) -> dict[str, Any]:

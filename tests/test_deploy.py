@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -183,9 +184,38 @@ def test_a_worker_runs_the_pool_deployment_at_its_pinned_commit(prefect_api: Pre
     assert client.get_run(versions[0].run_id).data.tags["prefect.flow_run_id"] == result["id"]
 
 
-def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, tmp_path: Path) -> None:
-    """`gans sweep --pool`: three configurations, two real workers; every configuration comes back as a DVC
-    experiment in this repository and an MLflow run nested under the sweep's parent run."""
+def _flow_run(api: str, run_id: str) -> dict:
+    return requests.get(f"{api}/flow_runs/{run_id}", timeout=10).json()
+
+
+def _running_flow_run(worker: subprocess.Popen) -> str | None:
+    """The id of the flow run a worker's child process runs (Prefect passes it in the environment), if any."""
+    for child in psutil.Process(worker.pid).children(recursive=True):
+        try:
+            run_id = child.environ().get("PREFECT__FLOW_RUN_ID")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if run_id:
+            return run_id
+    return None
+
+
+def _kill_machine(worker: subprocess.Popen) -> None:
+    """What a lost machine does to a worker: it and every process under it die at once (SIGKILL)."""
+    procs = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    worker.wait()
+
+
+def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: PrefectAPI, tmp_path: Path) -> None:
+    """`gans sweep --pool`: three configurations, two real workers, one of them killed with its flow run in
+    the middle of a configuration. The lost run is reported crashed (its heartbeats stopped), its MLflow run is
+    ended, the other configurations come back as DVC experiments and nested MLflow runs, and the same sweep
+    again runs only the lost configuration."""
     import mlflow
 
     store = f"sqlite:///{tmp_path / 'team/mlflow.db'}"
@@ -200,35 +230,65 @@ def test_a_sweep_fans_out_over_a_pool_with_two_workers(prefect_api: PrefectAPI, 
         with logs[-1].open("w") as f:
             workers.append(subprocess.Popen(["prefect", "worker", "start", "--pool", "sweeps", "--limit", "1"],
                                             cwd=tmp_path / f"worker{i}", env=subprocess_env(**extra), stdout=f,
-                                            stderr=subprocess.STDOUT))
+                                            stderr=subprocess.STDOUT, start_new_session=True))
+    # The 1000-step configuration trains long enough to be killed in the middle of training.
+    sweep = ["gans", "sweep", "--pool", "sweeps", "--heartbeat", "30", "-S", "train.steps=6,8,1000"]
+    sweep_log = tmp_path / "sweep.log"
+    client = mlflow.MlflowClient(store, store)
+    lost: dict = {}
+
+    def training_the_long_one() -> bool:
+        experiment = client.get_experiment_by_name("gans")
+        for i, worker in enumerate(workers):
+            run_id = _running_flow_run(worker)
+            if experiment is None or not run_id or \
+                    "train.steps=1000" not in _flow_run(prefect_api.url, run_id)["parameters"]["config"]:
+                continue
+            training = client.search_runs([experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{run_id}' "
+                                                                      "and attributes.status = 'RUNNING'")
+            if training:
+                lost.update(id=run_id, worker=i, mlflow=training[0].info.run_id)
+                return True
+        return False
+
+    with sweep_log.open("w") as out:
+        first = subprocess.Popen(sweep, cwd=repo, env=subprocess_env(**extra), stdout=out, stderr=out, text=True)
     try:
-        swept = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
-        assert swept.returncode == 0, f"{swept.stdout[-3000:]}\n{swept.stderr[-3000:]}\n{tail(logs[0])}"
-        # A configuration whose result never came back (its worker was lost): the same sweep again reruns only it.
-        refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
-        lost = sorted(refs)[1]
-        run(["git", "update-ref", "-d", lost], repo)
-        again = run(["gans", "sweep", "--pool", "sweeps", "-S", "train.steps=6,8,10"], repo, check=False, **extra)
+        _wait_until(training_the_long_one, first, sweep_log, "the 1000-step configuration training", timeout=300)
+        _kill_machine(workers[lost["worker"]])
+        try:
+            first.wait(timeout=300)  # the other two configurations, and 70 s of silence, take less
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the sweep did not end within 300 s of the worker's death (was its run never "
+                                 f"marked crashed?):\n{tail(sweep_log)}") from None
+        swept = sweep_log.read_text()
+        again = run(sweep, repo, check=False, **extra)
     finally:
-        for w in workers:
-            stop_process(w)
-    assert again.returncode == 0, f"{again.stdout[-3000:]}\n{again.stderr[-3000:]}\n{tail(logs[0])}"
-    lost_name = lost.rsplit("/", 1)[1]
+        for proc in (first, *workers):
+            if proc.poll() is None:
+                stop_process(proc)
+    state = _flow_run(prefect_api.url, lost["id"])
+    assert state["state_type"] == "CRASHED", state
+    assert "no heartbeat for 70 s" in state["state"]["message"], state["state"]
+    lost_name = state["parameters"]["name"]
+    assert first.returncode == 1, swept[-4000:]
+    assert f"{lost_name}: crashed" in swept and "flow run crashed: no heartbeat for 70 s" in swept, swept[-4000:]
+    assert again.returncode == 0, f"{again.stdout[-3000:]}\n{again.stderr[-3000:]}\n{tail(logs[1 - lost['worker']])}"
     assert again.stderr.count("finished by an earlier sweep of this commit and grid, reused") == 2, again.stderr
     assert again.stderr.count("submitted ") == 1 and f"submitted {lost_name} " in again.stderr, again.stderr
     assert again.stdout.count("reused: finished by an earlier sweep") == 2, again.stdout
-    table = swept.stdout
-    assert table.count("sweep-") >= 3 and "failed" not in table, table
     exps = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo).stdout.split()
     assert len(exps) == 3, exps
-    parent = table.split("MLflow: parent run ")[1].split()[0]
-    client = mlflow.MlflowClient(store, store)
-    nested = client.search_runs([client.get_experiment_by_name("gans").experiment_id],
-                                f"tags.mlflow.parentRunId = '{parent}'")
-    assert len(nested) == 3 and {r.data.params.get("train.steps") for r in nested} == {"6", "8", "10"}
+    experiment = client.get_experiment_by_name("gans").experiment_id
+    parent = swept.split("MLflow: parent run ")[1].split()[0]
+    nested = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    finished = [r for r in nested if r.info.status == "FINISHED"]
+    assert len(finished) == 2 and all(r.data.tags.get("prefect.flow_run_id") for r in finished)
+    # The lost flow run's MLflow run, killed in the middle of training, does not stay RUNNING for ever.
+    assert client.get_run(lost["mlflow"]).info.status == "KILLED"
+    assert f"MLflow run {lost['mlflow']} was left running by the lost worker: marked KILLED" in swept, swept[-4000:]
     rerun = again.stdout.split("MLflow: parent run ")[1].split()[0]
-    assert len(client.search_runs([nested[0].info.experiment_id], f"tags.mlflow.parentRunId = '{rerun}'")) == 1
-    assert all(r.data.tags.get("prefect.flow_run_id") for r in nested)
-    picked = [sum("gan-experiment" in line or "Completed submission" in line for line in log.read_text().splitlines())
-              for log in logs]
-    print(f"flow-run lines per worker: {picked}")
+    redone = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{rerun}'")
+    assert len(redone) == 1 and redone[0].info.status == "FINISHED"
+    steps = {r.data.params.get("train.steps") for r in finished + redone}
+    assert steps == {"6", "8", "1000"}, steps
