@@ -60,6 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
                  "evaluate.seed", "evaluate.kid_subset_size", "train.device", "tracking"),
     "register": ("register", "tracking", "serve.max_rows"),
     "sample": ("register.model_name", "tracking"),
+    "explore": ("register.model_name", "tracking"),
     "export": ("register.model_name", "tracking"),
     "serve": ("register.model_name", "tracking", "serve", "data.resolution"),
     "summary": ("tracking.uri",),
@@ -286,6 +287,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
                           per_row=args.per_row)
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
+    return 0
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from pipeline import explore, paths
+
+    params = _params(args)
+    artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
+    report = explore.explore(artifact, count=args.directions, alpha=args.alpha, probes=args.probes,
+                             evaluator=paths.EVALUATOR)
+    print(explore.summary(report))
     return 0
 
 
@@ -519,6 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
+    p = add("explore", cmd_explore, "interpolation grids and interpretable latent directions (SeFa, PCA) of the "
+                                     "champion or a generator file, measured against random directions")
+    p.add_argument("--checkpoint", help="a generator file (models/generator.pt) instead of the champion")
+    p.add_argument("--directions", type=int, default=5, help="directions per method (default 5)")
+    p.add_argument("--alpha", type=float, default=3.0, help="the step whose effect is measured (default 3)")
+    p.add_argument("--probes", type=int, default=64, help="latents the effects are averaged over (default 64)")
     p = add("export", cmd_export, "export the champion (or a version, or a generator file) as ONNX or TorchScript")
     p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")

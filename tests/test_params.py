@@ -265,14 +265,15 @@ OVERRIDES = {
     "evaluate.seed=1": {"evaluator", "evaluate"},
     "evaluate.features=inception": {"evaluator", "evaluate"},
     "evaluate.num_samples=50": {"evaluate"},
-    "register.model_name=other": {"register", "sample", "export", "serve"},
+    "register.model_name=other": {"register", "sample", "explore", "export", "serve"},
     "register.promote=always": {"register"},
-    "tracking.uri=sqlite:///other.db": {"train", "evaluate", "register", "sample", "export", "serve", "summary"},
-    "tracking.experiment=other": {"train", "evaluate", "register", "sample", "export", "serve"},
+    "tracking.uri=sqlite:///other.db": {"train", "evaluate", "register", "sample", "explore", "export", "serve",
+                                        "summary"},
+    "tracking.experiment=other": {"train", "evaluate", "register", "sample", "explore", "export", "serve"},
     "serve.max_rows=8": {"register", "serve"},
     "serve.port=6000": {"serve"},
 }
-COMMANDS = ["prepare", "augment", "evaluator", "train", "evaluate", "register", "sample", "export", "serve", "summary",
+COMMANDS = ["prepare", "augment", "evaluator", "train", "evaluate", "register", "sample", "explore", "export", "serve", "summary",
             "variants", "repair-lock", "flow", "sweep", "deploy"]
 
 

@@ -1,0 +1,155 @@
+"""Looking inside a trained noise-to-image generator: interpolation between latents and interpretable
+directions in z.
+
+Directions, two unsupervised ways, both in the generator's z space and of unit length:
+- ``sefa``: closed-form factorisation (Shen and Zhou 2021). The first layer maps z linearly (A z, before any
+  normalisation or non-linearity), so the unit directions that move its output most are the right singular
+  vectors of A (the eigenvectors of A^T A), largest first.
+- ``pca``: the GANSpace recipe (Harkonen et al. 2020) for generators without a style space: principal
+  components of the first layer's outputs over sampled latents, carried back to z by least squares (the z
+  offset whose first-layer output best follows each component).
+A random unit direction is the baseline each is measured against: how much a unit step changes the image, and
+how often it changes the domain classifier's prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gans.data import to_uint8
+from gans.sampling import latents_for_seeds
+
+METHODS = ("sefa", "pca")
+
+
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    return (1 - t) * a + t * b
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between the rows of ``a`` and ``b`` (a Gaussian latent's norm stays typical
+    along the path, where a straight line passes through low-norm latents the generator rarely saw)."""
+    na, nb = a.norm(dim=-1, keepdim=True), b.norm(dim=-1, keepdim=True)
+    cos = ((a / na) * (b / nb)).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    straight = sin.abs() < 1e-6  # (anti)parallel rows: the arc is undefined, fall back to the line
+    wa = torch.where(straight, 1 - t, torch.sin((1 - t) * omega) / sin.where(~straight, torch.ones_like(sin)))
+    wb = torch.where(straight, torch.full_like(sin, t), torch.sin(t * omega) / sin.where(~straight, torch.ones_like(sin)))
+    return wa * a + wb * b
+
+
+def first_layer(generator: nn.Module) -> nn.Module:
+    """The layer that first maps the generator's input: the first Linear or ConvTranspose2d of its body."""
+    for module in generator.modules():
+        if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+            return module
+    raise ValueError(f"{type(generator).__name__} has no Linear or ConvTranspose2d layer to factorise")
+
+
+def z_weight(generator: nn.Module, z_dim: int) -> torch.Tensor:
+    """A of the first layer restricted to z's inputs: (outputs, z_dim), float32 on the CPU. Labels and InfoGAN
+    codes enter through other columns and are left out."""
+    layer = first_layer(generator)
+    weight = layer.weight.detach().float().cpu()
+    if isinstance(layer, nn.Linear):  # (out, in)
+        return weight[:, :z_dim]
+    return weight[:z_dim].reshape(z_dim, -1).T  # ConvTranspose2d: (in, out, k, k)
+
+
+def sefa_directions(generator: nn.Module, z_dim: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` SeFa directions (k, z_dim) and their singular values, largest first."""
+    _, s, vh = torch.linalg.svd(z_weight(generator, z_dim), full_matrices=False)
+    return _signed(vh[:k]), s[:k]
+
+
+def pca_directions(generator: nn.Module, z_dim: int, k: int, *, samples: int = 2000,
+                   seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``k`` GANSpace-style directions (k, z_dim) and the share of first-layer variance each
+    component explains."""
+    a = z_weight(generator, z_dim)
+    z = torch.randn(samples, z_dim, generator=torch.Generator().manual_seed(seed))
+    # The first layer's response to z alone (the label / code columns add a constant per class).
+    features = z @ a.T
+    centred = features - features.mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    coords = centred @ vh[:k].T  # (samples, k)
+    back = torch.linalg.lstsq(coords, z - z.mean(0)).solution  # (k, z_dim): z offset per unit coordinate
+    directions = back / back.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    explained = (s ** 2 / (s ** 2).sum())[:k]
+    return _signed(directions), explained
+
+
+def random_directions(z_dim: int, k: int, seed: int = 0) -> torch.Tensor:
+    d = torch.randn(k, z_dim, generator=torch.Generator().manual_seed(seed))
+    return d / d.norm(dim=1, keepdim=True)
+
+
+def _signed(directions: torch.Tensor) -> torch.Tensor:
+    """Unit rows with a deterministic sign (largest-magnitude entry positive): SVD's sign is arbitrary."""
+    directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    idx = directions.abs().argmax(dim=1)
+    sign = torch.sign(directions.gather(1, idx[:, None])).clamp(min=0) * 2 - 1
+    return directions * sign
+
+
+Render = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def renderer(generator: nn.Module, device: torch.device) -> Render:
+    """latents (N, z_dim), labels (N,) or None -> uint8 images (N, C, R, R)."""
+    @torch.no_grad()
+    def render(z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        generator.eval()
+        y = labels.to(device) if labels is not None else None
+        return to_uint8(generator(z.to(device), y)).cpu()
+    return render
+
+
+def interpolation_rows(render: Render, pairs: Sequence[tuple[int, int]], z_dim: int, steps: int, mode: str,
+                       labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One row per seed pair, ``steps`` images from the first seed's sample to the second's: (P * steps, C, R, R)."""
+    mix = slerp if mode == "slerp" else lerp
+    a = latents_for_seeds([p[0] for p in pairs], z_dim)
+    b = latents_for_seeds([p[1] for p in pairs], z_dim)
+    rows = []
+    for i in range(len(pairs)):
+        z = torch.cat([mix(a[i:i + 1], b[i:i + 1], t / (steps - 1)) for t in range(steps)])
+        y = None if labels is None else labels[i:i + 1].repeat(steps)
+        rows.append(render(z, y))
+    return torch.cat(rows)
+
+
+def traversal_rows(render: Render, direction: torch.Tensor, seeds: Sequence[int], z_dim: int,
+                   alphas: Sequence[float], labels: torch.Tensor | None = None) -> torch.Tensor:
+    """One row per seed: its latent moved by alpha * direction for each alpha."""
+    z0 = latents_for_seeds(seeds, z_dim)
+    rows = []
+    for i in range(len(seeds)):
+        z = torch.stack([z0[i] + a * direction for a in alphas])
+        y = None if labels is None else labels[i:i + 1].repeat(len(alphas))
+        rows.append(render(z, y))
+    return torch.cat(rows)
+
+
+@dataclass
+class Effect:
+    """What a step of ``alpha`` along a direction does, averaged over the probe latents."""
+
+    pixel_change: float  # mean |image change| in [0, 1] units, per unit of alpha
+    label_flip: float | None  # share of probes whose predicted class changes (None without a classifier)
+
+
+def effect(render: Render, classify: Callable[[torch.Tensor], torch.Tensor] | None, direction: torch.Tensor,
+           z: torch.Tensor, labels: torch.Tensor | None, alpha: float) -> Effect:
+    before = render(z, labels).float() / 255
+    after = render(z + alpha * direction, labels).float() / 255
+    change = (after - before).abs().mean().item() / alpha
+    flip = None
+    if classify is not None:
+        flip = (classify(before) != classify(after)).float().mean().item()
+    return Effect(change, flip)

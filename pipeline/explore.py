@@ -1,0 +1,124 @@
+"""``gans explore``: interpolation grids and interpretable directions of a trained noise-to-image generator.
+
+Writes ``models/directions.pt`` (the directions, unit rows in z, per method), ``metrics/explore.json`` (each
+direction's effect against random directions) and ``samples/directions/`` (an interpolation grid per mode and a
+traversal grid per method). Effects are measured on ``probes`` latents from fixed seeds: the mean pixel change
+per unit step, and, with the evaluator stage's domain classifier, the share of probes whose predicted class
+changes after a step of ``alpha``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gans import latent
+from gans.config import ConfigError
+from gans.io import atomic_write, save_json, save_torch
+from gans.sampling import image_grid, latents_for_seeds, png_bytes
+from pipeline import paths
+
+DIRECTIONS = paths.MODELS / "directions.pt"
+METRICS = Path("metrics/explore.json")
+SAMPLES = Path("samples/directions")
+ALPHAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evaluator: Path | None = None,
+            seed: int = 0) -> dict[str, Any]:
+    """Directions and interpolation grids of ``artifact`` (a noise-to-image generator); the metrics."""
+    if artifact.kind != "generate":
+        raise ConfigError(f"explore: {artifact.variant} is a {artifact.family} model; latent directions need a "
+                          "generator that draws images from a latent (a noise-to-image variant)")
+    z_dim, classes = artifact.z_dim, artifact.num_classes
+    if not 1 <= count <= z_dim:
+        raise ConfigError(f"--directions: got {count}; expected 1..{z_dim} (the latent has {z_dim} dimensions)")
+    if not 1 <= probes <= 4096:
+        raise ConfigError(f"--probes: got {probes}; expected 1..4096")
+    if not 0 < alpha <= 10:
+        raise ConfigError(f"--alpha: got {alpha}; expected a step in (0, 10] (latents are standard normal)")
+    generator = artifact.generator
+    render = latent.renderer(generator, artifact.device)
+    labels = (torch.arange(probes) % classes) if classes else None
+    classify = _classifier(evaluator, artifact)
+
+    found: dict[str, torch.Tensor] = {}
+    strength: dict[str, list[float | None]] = {}
+    found["sefa"], s = latent.sefa_directions(generator, z_dim, count)
+    strength["sefa"] = s.tolist()
+    found["pca"], explained = latent.pca_directions(generator, z_dim, count, seed=seed)
+    strength["pca"] = explained.tolist()
+    found["random"] = latent.random_directions(z_dim, count, seed=seed + 1)
+    strength["random"] = [None] * count
+
+    z = latents_for_seeds(range(seed, seed + probes), z_dim)
+    report: dict[str, Any] = {"variant": artifact.variant, "alpha": alpha, "probes": probes,
+                              "classifier": classify is not None, "methods": {}}
+    for method, directions in found.items():
+        rows = []
+        for i, d in enumerate(directions):
+            e = latent.effect(render, classify, d, z, labels, alpha)
+            rows.append({"direction": i, "pixel_change": e.pixel_change, "label_flip": e.label_flip,
+                         "strength": strength[method][i]})
+        report["methods"][method] = rows
+    baseline = statistics.fmean(r["pixel_change"] for r in report["methods"]["random"])
+    report["random_pixel_change"] = baseline
+    report["beats_random"] = {m: sum(r["pixel_change"] > baseline for r in report["methods"][m])
+                              for m in latent.METHODS}
+
+    grid_labels = (torch.arange(8) % classes) if classes else None
+    SAMPLES.mkdir(parents=True, exist_ok=True)
+    for mode in ("lerp", "slerp"):
+        pairs = [(seed + 2 * i, seed + 2 * i + 1) for i in range(8)]
+        _png(SAMPLES / f"interpolation-{mode}.png",
+             latent.interpolation_rows(render, pairs, z_dim, 8, mode, grid_labels), per_row=8)
+    for method, directions in found.items():
+        one = grid_labels[:1].repeat(len(directions)) if grid_labels is not None else None
+        rows = [latent.traversal_rows(render, d, [seed], z_dim, ALPHAS, None if one is None else one[i:i + 1])
+                for i, d in enumerate(directions)]
+        _png(SAMPLES / f"{method}.png", torch.cat(rows), per_row=len(ALPHAS))
+    save_torch({"variant": artifact.variant, "z_dim": z_dim, **{m: d for m, d in found.items()},
+                "strength": strength}, DIRECTIONS)
+    save_json(report, METRICS)
+    return report
+
+
+def _classifier(evaluator: Path | None, artifact: Any):
+    """images uint8 -> predicted class, from the evaluator stage's classifier; None without one (or when it
+    reads other images than the generator draws)."""
+    from gans.evaluation import classifier_from_payload
+    from gans.io import load_torch
+
+    if evaluator is None or not evaluator.is_file():
+        return None
+    payload = load_torch(evaluator, map_location="cpu")
+    if payload.get("channels") != artifact.spec["channels"]:
+        return None
+    model = classifier_from_payload(payload, torch.device("cpu"))
+
+    @torch.no_grad()
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        return model(images * 2 - 1).argmax(1)  # images in [0, 1] -> the classifier's [-1, 1]
+    return classify
+
+
+def _png(path: Path, images: torch.Tensor, per_row: int) -> None:
+    grid = image_grid(images, per_row=per_row)
+    atomic_write(path, lambda tmp: tmp.write_bytes(png_bytes(grid)))
+
+
+def summary(report: dict[str, Any]) -> str:
+    lines = [f"directions of {report['variant']} (step {report['alpha']}, {report['probes']} probe latents); "
+             f"a random direction changes pixels by {report['random_pixel_change']:.4f} per unit step"]
+    for method in (*latent.METHODS, "random"):
+        rows = report["methods"][method]
+        effects = ", ".join(f"{r['pixel_change']:.4f}" + ("" if r["label_flip"] is None else f"/{r['label_flip']:.2f}")
+                            for r in rows)
+        beats = "" if method == "random" else f"; {report['beats_random'][method]}/{len(rows)} beat random"
+        lines.append(f"  {method:<6} pixel change{'/label flip' if report['classifier'] else ''}: {effects}{beats}")
+    lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ (interpolation-lerp.png, interpolation-slerp.png, "
+                 "sefa.png, pca.png, random.png)")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Latent tools: interpolation, SeFa and PCA directions, and `gans explore` on a generator file."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from gans import latent
+from gans.families.noise import GeneratorArtifact
+from gans.families.noise.nets import NetSpec, build_networks
+from gans.io import load_torch, save_torch
+from pipeline.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_slerp_keeps_to_the_arc_and_lerp_cuts_through() -> None:
+    a, b = torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    assert torch.allclose(latent.slerp(a, b, 0.0), a) and torch.allclose(latent.slerp(a, b, 1.0), b)
+    mid = latent.slerp(a, b, 0.5)
+    assert mid.norm().item() == pytest.approx(3.0, rel=1e-5)
+    assert torch.allclose(mid, torch.tensor([[1.5, 1.5]]) * 2 ** 0.5, atol=1e-5)
+    assert latent.lerp(a, b, 0.5).norm().item() == pytest.approx(1.5 * 2 ** 0.5, rel=1e-5)  # inside the circle
+    same = latent.slerp(a, 2 * a, 0.5)  # parallel rows: the line, no division by zero
+    assert torch.isfinite(same).all() and torch.allclose(same, 1.5 * a)
+
+
+def _planted(architecture: str, conditioning: str = "none", z_dim: int = 8, seed: int = 0):
+    """A generator whose first layer maps z with one dominant direction u (singular value ~20, the rest ~0.1),
+    and u."""
+    torch.manual_seed(seed)
+    classes = 10 if conditioning != "none" else 0
+    spec = NetSpec(channels=1, resolution=16, z_dim=z_dim, width=8, num_classes=classes, conditioning=conditioning)
+    g, _ = build_networks(architecture, spec)
+    u = torch.nn.functional.normalize(torch.randn(z_dim), dim=0)
+    layer = latent.first_layer(g)
+    with torch.no_grad():
+        w = layer.weight
+        if isinstance(layer, torch.nn.Linear):  # (out, in): z columns first, then the label's
+            v = torch.nn.functional.normalize(torch.randn(w.shape[0]), dim=0)
+            w[:, :z_dim] = 20 * v[:, None] * u[None, :] + 0.1 * torch.randn(w.shape[0], z_dim) / w.shape[0] ** 0.5
+            w[:, z_dim:] = 50.0  # label columns: large, and not a direction in z
+        else:  # ConvTranspose2d (in, out, k, k)
+            out = w[0].numel()
+            v = torch.nn.functional.normalize(torch.randn(out), dim=0)
+            a = 20 * v[:, None] * u[None, :] + 0.1 * torch.randn(out, z_dim) / out ** 0.5
+            w[:z_dim] = a.T.reshape(z_dim, *w.shape[1:])
+            w[z_dim:] = 50.0
+    return g, spec, u
+
+
+@pytest.mark.parametrize("architecture,conditioning", [("dcgan", "none"), ("dcgan", "concat"), ("mlp", "none"),
+                                                       ("resnet", "concat")])
+def test_sefa_and_pca_find_the_planted_direction(architecture: str, conditioning: str) -> None:
+    g, spec, u = _planted(architecture, conditioning)
+    sefa, s = latent.sefa_directions(g, spec.z_dim, 3)
+    assert abs(float(sefa[0] @ u)) > 0.999, (architecture, float(sefa[0] @ u))
+    assert s[0] > 50 * s[1]
+    pca, explained = latent.pca_directions(g, spec.z_dim, 3)
+    assert abs(float(pca[0] @ u)) > 0.99, (architecture, float(pca[0] @ u))
+    assert explained[0] > 0.9
+    assert torch.allclose(sefa.norm(dim=1), torch.ones(3)) and torch.allclose(pca.norm(dim=1), torch.ones(3))
+    rand = latent.random_directions(spec.z_dim, 200)
+    assert (rand @ u).abs().max() < 0.999  # the baseline is not the planted direction
+
+
+def _generator_file(path: Path, architecture: str = "dcgan") -> Path:
+    g, spec, _ = _planted(architecture)
+    save_torch({"spec": asdict(spec), "variant": {"name": architecture, "architecture": architecture},
+                "state_dict": g.state_dict()}, path)
+    return path
+
+
+def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    gen = _generator_file(tmp_path / "generator.pt")
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "3", "--probes", "16"]) == 0
+    report = json.loads(Path("metrics/explore.json").read_text())
+    assert set(report["methods"]) == {"sefa", "pca", "random"} and all(len(r) == 3 for r in report["methods"].values())
+    top = report["methods"]["sefa"][0]["pixel_change"]
+    # The planted direction moves the image more than a random one (by far: it carries the first layer).
+    assert top > 2 * report["random_pixel_change"], report
+    assert report["beats_random"]["sefa"] >= 1 and report["classifier"] is False
+    assert all(r["label_flip"] is None for r in report["methods"]["sefa"])
+    saved = load_torch("models/directions.pt")
+    assert saved["sefa"].shape == (3, 8) and torch.allclose(saved["sefa"].norm(dim=1), torch.ones(3))
+    for name in ("interpolation-lerp", "interpolation-slerp", "sefa", "pca", "random"):
+        assert Path(f"samples/directions/{name}.png").is_file(), name
+    with Image.open("samples/directions/sefa.png") as img:  # 7 steps across, one row per direction
+        width, height = img.size
+    assert width > height and round(width / height) == round(7 / 3)
+    assert "sefa" in capsys.readouterr().out
+
+
+def test_interpolation_rows_start_and_end_at_the_seeds_samples() -> None:
+    g, spec, _ = _planted("dcgan")
+    artifact = GeneratorArtifact({"spec": asdict(spec), "variant": {"name": "dcgan", "architecture": "dcgan"},
+                                  "state_dict": g.state_dict()}, "cpu")
+    render = latent.renderer(artifact.generator, torch.device("cpu"))
+    for mode in ("lerp", "slerp"):
+        rows = latent.interpolation_rows(render, [(3, 4)], spec.z_dim, 5, mode)
+        ends = artifact.generate([3, 4], None)
+        assert torch.equal(rows[0], ends[0]) and torch.equal(rows[-1], ends[1])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--directions", "0"], "--directions: got 0; expected 1..8"),
+    (["--directions", "9"], "--directions: got 9; expected 1..8"),
+    (["--alpha", "0"], "--alpha: got 0.0"),
+    (["--probes", "0"], "--probes: got 0"),
+])
+def test_explore_refuses_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+                                    args: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    gen = _generator_file(tmp_path / "generator.pt")
+    assert main(["explore", "--checkpoint", str(gen), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not Path("metrics/explore.json").exists()
