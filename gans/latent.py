@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from gans.data import to_uint8
 from gans.sampling import latents_for_seeds
@@ -153,3 +154,91 @@ def effect(render: Render, classify: Callable[[torch.Tensor], torch.Tensor] | No
     if classify is not None:
         flip = (classify(before) != classify(after)).float().mean().item()
     return Effect(change, flip)
+
+
+# Inversion: the latent whose image matches a given image. An encoder trained on the generator's own samples
+# (image -> the latent that drew it) gives a start; gradient steps on z against the pixel error refine it.
+
+class Encoder(nn.Module):
+    """(N, C, R, R) in [-1, 1] -> (N, z_dim)."""
+
+    def __init__(self, channels: int, z_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(32, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(64, 128, 4, 2, 1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+            nn.Linear(128 * 16, 256), nn.LeakyReLU(0.2), nn.Linear(256, z_dim))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+def _frozen(generator: nn.Module):
+    """The generator in eval mode with its weights out of autograd, for as long as the context lasts."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        flags = [p.requires_grad for p in generator.parameters()]
+        generator.eval()
+        for p in generator.parameters():
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(generator.parameters(), flags):
+                p.requires_grad_(flag)
+    return ctx()
+
+
+def train_encoder(generator: nn.Module, *, z_dim: int, channels: int, num_classes: int, steps: int,
+                  batch_size: int = 64, seed: int = 0, device: torch.device | str = "cpu") -> Encoder:
+    """An encoder fitted to map the generator's samples back to their latents (mean squared error in z)."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    encoder = Encoder(channels, z_dim).to(device)
+    opt = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    with _frozen(generator):
+        for _ in tqdm(range(steps), desc="encoder", unit="step", disable=None, leave=False):
+            z = torch.randn(batch_size, z_dim, generator=gen).to(device)
+            y = torch.randint(num_classes, (batch_size,), generator=gen).to(device) if num_classes else None
+            with torch.no_grad():
+                x = generator(z, y)
+            loss = ((encoder(x) - z) ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return encoder.eval()
+
+
+def invert(generator: nn.Module, images: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None, *,
+           steps: int, lr: float = 0.05, prior: float = 0.0) -> torch.Tensor:
+    """Refine latents ``z`` (N, z_dim) so that G(z) matches ``images`` (N, C, R, R) in [-1, 1]: Adam on the
+    pixel error (plus ``prior`` x the mean squared latent, to keep z where the generator was trained). Each
+    image keeps the best latent met, by pixel error, so the result is never worse than the start."""
+    z = z.detach().clone().requires_grad_(True)
+    best, best_err = z.detach().clone(), torch.full((len(z),), float("inf"), device=z.device)
+    opt = torch.optim.Adam([z], lr=lr)
+    with _frozen(generator):
+        for _ in tqdm(range(steps + 1), desc="inversion", unit="step", disable=None, leave=False):
+            err = ((generator(z, labels) - images) ** 2).flatten(1).mean(1)
+            with torch.no_grad():
+                better = err < best_err
+                best[better], best_err[better] = z[better], err[better]
+            if _ == steps:
+                break
+            loss = err.mean() + prior * (z ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return best
+
+
+def reconstruction_scores(real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """PSNR (dB) and SSIM of uint8 images, data range 1, averaged over the images (torchmetrics)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    a, b = real.float() / 255, fake.float() / 255
+    psnr = peak_signal_noise_ratio(b, a, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(b, a, data_range=1.0)
+    return {"psnr": float(psnr.mean()), "ssim": float(ssim)}

@@ -296,7 +296,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
     params = _params(args)
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
     report = explore.explore(artifact, count=args.directions, alpha=args.alpha, probes=args.probes,
-                             evaluator=paths.EVALUATOR)
+                             evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt", invert=args.invert,
+                             invert_steps=args.invert_steps, encoder_steps=args.encoder_steps)
     print(explore.summary(report))
     return 0
 
@@ -537,6 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--directions", type=int, default=5, help="directions per method (default 5)")
     p.add_argument("--alpha", type=float, default=3.0, help="the step whose effect is measured (default 3)")
     p.add_argument("--probes", type=int, default=64, help="latents the effects are averaged over (default 64)")
+    p.add_argument("--invert", type=int, default=64, help="holdout images to invert (default 64; 0: none)")
+    p.add_argument("--invert-steps", type=int, default=200, help="gradient steps on z per inversion (default 200)")
+    p.add_argument("--encoder-steps", type=int, default=500,
+                   help="training steps of the encoder that starts each inversion (default 500)")
     p = add("export", cmd_export, "export the champion (or a version, or a generator file) as ONNX or TorchScript")
     p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")

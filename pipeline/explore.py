@@ -28,8 +28,10 @@ ALPHAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 
 
 def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evaluator: Path | None = None,
+            holdout: Path | None = None, invert: int = 0, invert_steps: int = 200, encoder_steps: int = 500,
             seed: int = 0) -> dict[str, Any]:
-    """Directions and interpolation grids of ``artifact`` (a noise-to-image generator); the metrics."""
+    """Directions and interpolation grids of ``artifact`` (a noise-to-image generator), and the inversion of
+    ``invert`` images of the prepared ``holdout``; the metrics."""
     if artifact.kind != "generate":
         raise ConfigError(f"explore: {artifact.variant} is a {artifact.family} model; latent directions need a "
                           "generator that draws images from a latent (a noise-to-image variant)")
@@ -40,6 +42,10 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
         raise ConfigError(f"--probes: got {probes}; expected 1..4096")
     if not 0 < alpha <= 10:
         raise ConfigError(f"--alpha: got {alpha}; expected a step in (0, 10] (latents are standard normal)")
+    for flag, value, top in (("--invert", invert, 4096), ("--invert-steps", invert_steps, 100_000),
+                             ("--encoder-steps", encoder_steps, 100_000)):
+        if not 0 <= value <= top:
+            raise ConfigError(f"{flag}: got {value}; expected 0..{top}")
     generator = artifact.generator
     render = latent.renderer(generator, artifact.device)
     labels = (torch.arange(probes) % classes) if classes else None
@@ -80,9 +86,63 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
         rows = [latent.traversal_rows(render, d, [seed], z_dim, ALPHAS, None if one is None else one[i:i + 1])
                 for i, d in enumerate(directions)]
         _png(SAMPLES / f"{method}.png", torch.cat(rows), per_row=len(ALPHAS))
+    if invert:
+        report["inversion"] = _inversion(artifact, holdout, invert, invert_steps, encoder_steps, classify, seed)
     save_torch({"variant": artifact.variant, "z_dim": z_dim, **{m: d for m, d in found.items()},
                 "strength": strength}, DIRECTIONS)
     save_json(report, METRICS)
+    return report
+
+
+def _inversion(artifact: Any, holdout: Path | None, count: int, steps: int, encoder_steps: int, classify: Any,
+               seed: int) -> dict[str, Any]:
+    """Invert ``count`` holdout images: encoder start, then ``steps`` of gradient descent on z. Scores of the
+    start and of the result (PSNR, SSIM, and the classifier's agreement between each real image and its
+    reconstruction), and a grid of real | start | result rows."""
+    from pipeline.files import load_dataset_file
+
+    if holdout is None or not holdout.is_file():
+        return {"skipped": f"no {holdout or 'holdout'}: run gans prepare first (or --invert 0)"}
+    data = load_dataset_file(holdout, "prepare")
+    if data.layout != "images":
+        return {"skipped": f"{holdout} holds {data.layout} data, not one image set"}
+    real = data.images.images
+    shape = (artifact.spec["channels"], artifact.spec["resolution"], artifact.spec["resolution"])
+    if tuple(real.shape[1:]) != shape:
+        return {"skipped": f"{holdout} holds {tuple(real.shape[1:])} images; the generator draws {shape}"}
+    pick = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))[:count]
+    real = real[pick]
+    g, z_dim, classes = artifact.generator, artifact.z_dim, artifact.num_classes
+    conditioning = artifact.spec.get("conditioning", "none")
+    labels, note = None, ""
+    if classes and conditioning != "infogan":
+        if data.images.labels is None or len(data.images.classes) != classes:
+            return {"skipped": f"{artifact.variant} is conditional on {classes} classes; {holdout} has "
+                               f"{len(data.images.classes) if data.images.labels is not None else 'no'} labels"}
+        labels = data.images.labels[pick].to(artifact.device)
+    elif classes:
+        labels, note = torch.zeros(len(real), dtype=torch.int64, device=artifact.device), \
+            "InfoGAN: the categorical code is held at 0 and z only is inverted"
+    encoder = latent.train_encoder(g, z_dim=z_dim, channels=shape[0], num_classes=classes, steps=encoder_steps,
+                                   seed=seed, device=artifact.device)
+    target = (real.float() / 127.5 - 1).to(artifact.device)
+    with torch.no_grad():
+        start = encoder(target)
+    z = latent.invert(g, target, start, labels, steps=steps)
+    render = latent.renderer(g, artifact.device)
+    first, final = render(start, labels), render(z, labels)
+    report: dict[str, Any] = {"images": len(real), "steps": steps, "encoder_steps": encoder_steps}
+    for name, images in (("encoder", first), ("optimised", final)):
+        scores = latent.reconstruction_scores(real, images)
+        if classify is not None:
+            scores["label_preservation"] = float((classify(real.float() / 255) ==
+                                                  classify(images.float() / 255)).float().mean())
+        report[name] = scores
+    if note:
+        report["note"] = note
+    rows = min(8, len(real))
+    _png(SAMPLES / "inversion.png", torch.cat([torch.stack([real[i], first[i], final[i]]) for i in range(rows)]),
+         per_row=3)
     return report
 
 
@@ -119,6 +179,15 @@ def summary(report: dict[str, Any]) -> str:
                             for r in rows)
         beats = "" if method == "random" else f"; {report['beats_random'][method]}/{len(rows)} beat random"
         lines.append(f"  {method:<6} pixel change{'/label flip' if report['classifier'] else ''}: {effects}{beats}")
+    inv = report.get("inversion")
+    if inv and "skipped" in inv:
+        lines.append(f"inversion skipped: {inv['skipped']}")
+    elif inv:
+        for name in ("encoder", "optimised"):
+            r = inv[name]
+            kept = f", label preservation {r['label_preservation']:.3f}" if "label_preservation" in r else ""
+            lines.append(f"  inversion of {inv['images']} holdout images, {name}: PSNR {r['psnr']:.2f} dB, "
+                         f"SSIM {r['ssim']:.3f}{kept}")
     lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ (interpolation-lerp.png, interpolation-slerp.png, "
-                 "sefa.png, pca.png, random.png)")
+                 f"sefa.png, pca.png, random.png{', inversion.png' if inv and 'skipped' not in inv else ''})")
     return "\n".join(lines)

@@ -12,6 +12,8 @@ import torch
 from PIL import Image
 
 from gans import latent
+from gans.data import Dataset, ImageSet
+from gans.families import load_artifact
 from gans.families.noise import GeneratorArtifact
 from gans.families.noise.nets import NetSpec, build_networks
 from gans.io import load_torch, save_torch
@@ -82,8 +84,19 @@ def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "params.yaml", "params.yaml")
     gen = _generator_file(tmp_path / "generator.pt")
-    assert main(["explore", "--checkpoint", str(gen), "--directions", "3", "--probes", "16"]) == 0
+    # A prepared holdout of the generator's own kind of image (1 x 16 x 16), for the inversion.
+    artifact = load_artifact(gen)
+    holdout = ImageSet(artifact.generate(list(range(100, 110)), None), None, ())
+    Path("data/prepared").mkdir(parents=True)
+    save_torch(Dataset.single(holdout).to_dict(), "data/prepared/holdout.pt")
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "3", "--probes", "16", "--invert", "4",
+                 "--invert-steps", "30", "--encoder-steps", "30"]) == 0
     report = json.loads(Path("metrics/explore.json").read_text())
+    inv = report["inversion"]
+    assert inv["images"] == 4 and inv["optimised"]["psnr"] >= inv["encoder"]["psnr"], inv
+    assert "label_preservation" not in inv["optimised"]  # no evaluator here: not claimed
+    with Image.open("samples/directions/inversion.png") as img:  # real | start | result, one row per image
+        assert img.size[0] < img.size[1]
     assert set(report["methods"]) == {"sefa", "pca", "random"} and all(len(r) == 3 for r in report["methods"].values())
     top = report["methods"]["sefa"][0]["pixel_change"]
     # The planted direction moves the image more than a random one (by far: it carries the first layer).
@@ -125,3 +138,46 @@ def test_explore_refuses_bad_values(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert main(["explore", "--checkpoint", str(gen), *args]) == 2
     assert message in capsys.readouterr().err
     assert not Path("metrics/explore.json").exists()
+
+
+def test_explore_says_why_it_skips_the_inversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    gen = _generator_file(tmp_path / "generator.pt")
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4"]) == 0
+    assert "inversion skipped: no data/prepared/holdout.pt: run gans prepare first" in capsys.readouterr().out
+    Path("data/prepared").mkdir(parents=True)
+    wrong = ImageSet(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), None, ())
+    save_torch(Dataset.single(wrong).to_dict(), "data/prepared/holdout.pt")
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4"]) == 0
+    assert json.loads(Path("metrics/explore.json").read_text())["inversion"] == {
+        "skipped": "data/prepared/holdout.pt holds (1, 8, 8) images; the generator draws (1, 16, 16)"}
+
+
+def test_inversion_recovers_a_generated_image_from_its_known_latent() -> None:
+    """An image the generator drew from a known z: the encoder's start is refined to a latent whose image
+    matches it closely, much closer than the start."""
+    torch.manual_seed(3)
+    spec = NetSpec(channels=1, resolution=16, z_dim=8, width=8)
+    g, _ = build_networks("dcgan", spec)
+    with torch.no_grad():  # batch norm's running statistics as training would leave them: varied images
+        g.train()
+        for _ in range(30):
+            g(torch.randn(64, spec.z_dim))
+    g.eval()
+    z_true = torch.randn(6, spec.z_dim, generator=torch.Generator().manual_seed(7))
+    render = latent.renderer(g, torch.device("cpu"))
+    real = render(z_true, None)
+    target = real.float() / 127.5 - 1
+    encoder = latent.train_encoder(g, z_dim=spec.z_dim, channels=1, num_classes=0, steps=150)
+    with torch.no_grad():
+        start = encoder(target)
+    z = latent.invert(g, target, start, None, steps=300)
+    mean = latent.reconstruction_scores(real, render(torch.zeros_like(z_true), None))  # the average latent
+    before = latent.reconstruction_scores(real, render(start, None))
+    after = latent.reconstruction_scores(real, render(z, None))
+    assert before["psnr"] > mean["psnr"] + 2, (mean, before)  # the encoder learnt something
+    assert after["psnr"] > 30 and after["psnr"] > before["psnr"] + 5, (before, after)
+    assert after["ssim"] > 0.95, after
+    assert all(p.requires_grad for p in g.parameters())  # the generator is left as it was found
