@@ -46,6 +46,7 @@ bench: install
 	python bench/superres.py
 	python bench/stargan.py
 	python bench/pool.py
+	python bench/explore.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
