@@ -46,7 +46,8 @@ def signature(conditional: bool) -> ModelSignature:
     became 3, all answered 200. Untyped, the JSON values reach :func:`validate_rows`, which names the row.
     An unconditional generator names ``label`` too, optional: MLflow drops the columns a signature does not
     name, so a label sent to it would be ignored without a word; named, it reaches the model, which refuses it."""
-    columns = [ColSpec(AnyType(), "seed"), ColSpec(AnyType(), "label", required=conditional)]
+    columns = [ColSpec(AnyType(), "seed"), ColSpec(AnyType(), "label", required=conditional),
+               ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -96,6 +97,41 @@ def _check_table(frame: Any, *, required: str, max_rows: int, example: str) -> N
         raise _bad(f"the request has {len(frame)} rows; at most {max_rows} per request (serve.max_rows)")
     if required not in frame.columns:
         raise _bad(f"missing column '{required}'; got columns {list(frame.columns)}")
+
+
+MAX_ALPHA = 10.0  # latents are standard normal: a step of 10 is already far outside what training saw
+
+
+def validate_edits(frame: pd.DataFrame, *, directions: int) -> tuple[list[int], list[float]] | None:
+    """The optional ``direction`` and ``alpha`` of a ``generate`` request: None when no row has either, else a
+    direction (0..directions-1) and an alpha per row (a row with neither: direction 0, alpha 0, the seed's own
+    image). Raise a 400-style MlflowException naming the row otherwise."""
+    cols = {c: frame[c].tolist() if c in frame.columns else [None] * len(frame) for c in ("direction", "alpha")}
+    if all(_missing(v) for values in cols.values() for v in values):
+        return None
+    out_d, out_a = [], []
+    for i, (d, a) in enumerate(zip(cols["direction"], cols["alpha"])):
+        if _missing(d) != _missing(a):
+            given, absent = ("direction", "alpha") if _missing(a) else ("alpha", "direction")
+            raise _bad(f"row {i}: '{given}' given without '{absent}'; an edit needs both (direction 0..{directions - 1}, "
+                       f"alpha -{MAX_ALPHA:g}..{MAX_ALPHA:g})")
+        if _missing(d):
+            out_d.append(0)
+            out_a.append(0.0)
+            continue
+        integral = isinstance(d, numbers.Integral) or (isinstance(d, float) and math.isfinite(d) and d.is_integer())
+        if isinstance(d, bool) or not integral:
+            raise _bad(f"row {i}: 'direction' must be an integer, got {type(d).__name__} {d!r}")
+        if not 0 <= int(d) < directions:
+            raise _bad(f"row {i}: 'direction' must be in 0..{directions - 1} (the generator's top SeFa directions), "
+                       f"got {int(d)}")
+        if isinstance(a, bool) or not isinstance(a, numbers.Real) or not math.isfinite(a):
+            raise _bad(f"row {i}: 'alpha' must be a finite number, got {type(a).__name__} {a!r}")
+        if abs(a) > MAX_ALPHA:
+            raise _bad(f"row {i}: 'alpha' must be in -{MAX_ALPHA:g}..{MAX_ALPHA:g}, got {a!r}")
+        out_d.append(int(d))
+        out_a.append(float(a))
+    return out_d, out_a
 
 
 def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tuple[list[int], list[int] | None]:
@@ -224,6 +260,10 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
                     out[row] = image
             return _encode(out)
         seeds, labels = validate_rows(model_input, num_classes=artifact.num_classes, max_rows=self.max_rows)
+        edits = validate_edits(model_input, directions=artifact.edit_directions) \
+            if hasattr(artifact, "edit") else None
+        if edits is not None:
+            return _encode(artifact.edit(seeds, labels, *edits))
         return _encode(artifact.generate(seeds, labels))
 
 

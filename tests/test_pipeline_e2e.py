@@ -19,6 +19,8 @@ from PIL import Image
 
 from conftest import make_project, model_files, run, serve_model, subprocess_env, tail, tiny_params
 from gans.export import run_exported
+from gans.families import load_artifact
+from gans.latent import renderer, sefa_directions
 from gans.sampling import latents_for_seeds
 
 pytestmark = pytest.mark.e2e
@@ -103,7 +105,7 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label"]
+    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "direction", "alpha"]
     # the version carries its ONNX export and the sample grid; its description and metadata say so
     assert "generator.onnx (ONNX opset 18" in mv.tags["export"] and mv.tags["export"] in mv.description
     assert info.metadata["gans"]["variant"] == "dcgan" and info.metadata["gans"]["exports"] == mv.tags["export"]
@@ -158,13 +160,32 @@ def test_served_generator_answers_with_pngs(server: Served) -> None:
     assert all(img.size == (16, 16) for img in images)
     assert pngs[0] == pngs[2] and pngs[0] != pngs[1]
 
+def test_served_generator_edits_along_its_sefa_directions(server: Served, tiny_repo: Path) -> None:
+    """seed + direction + alpha: the seed's latent moved along the generator's SeFa direction, the same image
+    as the generator file gives for that latent; alpha 0 (or no edit) is the seed's own image."""
+    rows = [{"seed": 5}, {"seed": 5, "direction": 0, "alpha": 3}, {"seed": 5, "direction": 0, "alpha": 0},
+            {"seed": 5, "direction": 2, "alpha": -2.5}]
+    resp = _invoke(server.url, {"dataframe_records": rows})
+    assert resp.status_code == 200, f"{resp.text}\n{tail(server.log)}"
+    pngs = [base64.b64decode(row["png"]) for row in resp.json()["predictions"]]
+    assert pngs[0] == pngs[2] and pngs[1] != pngs[0] and pngs[3] not in (pngs[0], pngs[1])
+    artifact = load_artifact(tiny_repo / "models/generator.pt")
+    d, _ = sefa_directions(artifact.generator, artifact.z_dim, 3)
+    z = latents_for_seeds([5], artifact.z_dim) + 3 * d[0]
+    expected = renderer(artifact.generator, torch.device("cpu"))(z, None)[0, 0]
+    served = torch.from_numpy(np.array(Image.open(io.BytesIO(pngs[1]))))
+    assert (served.int() - expected.int()).abs().max() <= 1
+    info = requests.get(f"{server.url}/model", timeout=30).json()
+    assert "'direction' (0..9) and 'alpha' (-10..10)" in info["edit"], info
+
+
 def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images(server: Served,
                                                                                   tiny_repo: Path) -> None:
     described = requests.get(f"{server.url}/model", timeout=30)
     assert described.status_code == 200, described.text
     info = described.json()
     assert info["family"] == "noise-to-image" and info["variant"] == "dcgan" and info["kind"] == "generate"
-    assert [c["name"] for c in info["inputs"]] == ["seed", "label"] and info["max_rows"] == 64
+    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "direction", "alpha"] and info["max_rows"] == 64
     assert info["version"] == "1" and "torch.Generator().manual_seed(s)" in info["latent"]
     assert info["example_request"] == '{"dataframe_records": [{"seed": 0}]}' and "generator.onnx" in info["exports"]
     # the seed-to-latent recipe it states, through the registered ONNX file in ONNX Runtime: the served images
@@ -182,7 +203,15 @@ def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images
     ({"dataframe_records": [{"seed": i} for i in range(65)]}, "the request has 65 rows; at most 64 per request"),
     ({"dataframe_records": [{"seed": 0}, {"seed": "abc"}]}, "row 1: 'seed' must be an integer, got str 'abc'"),
     ({"nonsense": 1}, "The input must be a JSON dictionary with exactly one of the input fields"),
-], ids=["negative-seed", "too-many-rows", "string-seed", "no-input-field"])
+    ({"dataframe_records": [{"seed": 0, "direction": 10, "alpha": 1}]},
+     "row 0: 'direction' must be in 0..9 (the generator's top SeFa directions), got 10"),
+    ({"dataframe_records": [{"seed": 0}, {"seed": 0, "direction": 1, "alpha": 11}]},
+     "row 1: 'alpha' must be in -10..10, got 11"),
+    ({"dataframe_records": [{"seed": 0, "direction": 1}]}, "row 0: 'direction' given without 'alpha'"),
+    ({"dataframe_records": [{"seed": 0, "direction": 1, "alpha": "big"}]},
+     "row 0: 'alpha' must be a finite number, got str 'big'"),
+], ids=["negative-seed", "too-many-rows", "string-seed", "no-input-field", "direction-out-of-range",
+        "alpha-out-of-range", "direction-without-alpha", "string-alpha"])
 def test_bad_requests_get_errors_and_server_keeps_serving(server: Served, payload: object, fragment: str) -> None:
     resp = _invoke(server.url, payload)
     assert resp.status_code == 400, (resp.status_code, resp.text, tail(server.log))

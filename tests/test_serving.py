@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from types import SimpleNamespace
 
 import pandas as pd
@@ -16,7 +17,8 @@ from gans.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from gans.data import load_dataset
 from gans.families import build_trainer
 from gans.io import save_torch
-from pipeline.serving import ArtifactModel, signature_of, unknown_column, validate_rows, validate_translate_rows
+from pipeline.serving import (ArtifactModel, signature_of, unknown_column, validate_edits, validate_rows,
+                              validate_translate_rows)
 
 
 def _png(image: torch.Tensor) -> str:
@@ -86,7 +88,8 @@ def test_bad_translation_rows_get_a_400_naming_row_and_column(translator: Artifa
 
 def test_a_label_for_an_unconditional_generator_is_refused_not_dropped() -> None:
     sig = signature_of(SimpleNamespace(kind="generate", num_classes=0))
-    assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", True), ("label", False)]
+    assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", True), ("label", False),
+                                                                  ("direction", False), ("alpha", False)]
     assert validate_rows(pd.DataFrame([{"seed": 1}]), num_classes=0, max_rows=4) == ([1], None)
     # a row without a label beside one with: pandas fills the gap with NaN, which is "no label"
     frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "label": 3}])
@@ -108,3 +111,20 @@ def test_the_request_guard_names_an_unknown_column(body: dict, message: str | No
     found = unknown_column(json.dumps(body).encode(), ["seed", "label"])
     assert found == (None if message is None else f"{message}; this model takes seed, label")
     assert unknown_column(b"{not json", ["seed"]) is None
+
+
+def test_edit_columns_are_optional_per_row_and_checked() -> None:
+    """Rows without an edit beside rows with one (pandas fills the gaps with NaN, and holds the column as
+    floats): those rows get direction 0, alpha 0, their seed's own image."""
+    frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "direction": 3, "alpha": -1.5}, {"seed": 3, "direction": 0, "alpha": 2}])
+    assert validate_edits(frame, directions=10) == ([0, 3, 0], [0.0, -1.5, 2.0])
+    assert validate_edits(pd.DataFrame([{"seed": 1}]), directions=10) is None
+    assert validate_edits(pd.DataFrame([{"seed": 1, "direction": None, "alpha": None}]), directions=10) is None
+    for rows, fragment in (([{"seed": 1, "alpha": 1}], "row 0: 'alpha' given without 'direction'"),
+                           ([{"seed": 1, "direction": 1.5, "alpha": 1}], "row 0: 'direction' must be an integer"),
+                           ([{"seed": 1, "direction": True, "alpha": 1}], "row 0: 'direction' must be an integer"),
+                           ([{"seed": 1, "direction": 4, "alpha": 1}], "'direction' must be in 0..3"),
+                           ([{"seed": 1, "direction": 0, "alpha": float("inf")}], "'alpha' must be a finite number"),
+                           ([{"seed": 1, "direction": 0, "alpha": -10.5}], "'alpha' must be in -10..10")):
+        with pytest.raises(MlflowException, match=re.escape(fragment)):
+            validate_edits(pd.DataFrame(rows), directions=4)

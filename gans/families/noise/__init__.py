@@ -5,6 +5,7 @@ relativistic, f-GAN, SNGAN, SAGAN, ...). Its artifact kind is ``generate``: seed
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ from gans.families.noise.nets import NetSpec, build_networks
 from gans.families.noise.recipe import FAMILY, NoiseRecipe, build_objective, build_spec
 from gans.families.noise.variants import PRESETS, Variant, resolve_variant
 from gans.io import load_torch
-from gans.sampling import LATENT_RECIPE, generate
+from gans.latent import renderer, sefa_directions
+from gans.sampling import LATENT_RECIPE, generate, latents_for_seeds
+
+EDIT_DIRECTIONS = 10
+EDIT_RECIPE = ("optional 'direction' (0..{k}) and 'alpha' (-10..10): the seed's latent moved by alpha x SeFa "
+               "direction d (unit length, strongest first, from the first layer's weights; see gans explore)")
 
 __all__ = ["NOISE", "GeneratorArtifact", "NoiseFamily", "build_objective", "build_spec", "load_generator"]
 
@@ -43,10 +49,31 @@ class GeneratorArtifact:
     def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256) -> torch.Tensor:
         return generate(self.generator, seeds, labels, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
 
+    @property
+    def edit_directions(self) -> int:
+        """How many latent directions ``edit`` moves along: the top SeFa directions, at most EDIT_DIRECTIONS."""
+        return min(EDIT_DIRECTIONS, self.z_dim)
+
+    @cached_property
+    def directions(self) -> torch.Tensor:
+        """(edit_directions, z_dim): SeFa's directions of this generator, strongest first (closed form, from the
+        first layer's weights: the same every time, and the ones ``gans explore`` reports as ``sefa``)."""
+        return sefa_directions(self.generator, self.z_dim, self.edit_directions)[0]
+
+    def edit(self, seeds: Sequence[int], labels: Sequence[int] | None, directions: Sequence[int],
+             alphas: Sequence[float]) -> torch.Tensor:
+        """Images of ``seeds`` with each latent moved by alpha x its SeFa direction (alpha 0: ``generate``'s)."""
+        z = latents_for_seeds(seeds, self.z_dim)
+        z = z + torch.tensor(alphas, dtype=torch.float32)[:, None] * self.directions[list(directions)]
+        render = renderer(self.generator, self.device)
+        y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.int64)
+        return torch.cat([render(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
                 "num_classes": self.num_classes, "classes": list(self.classes),
-                "resolution": self.spec["resolution"], "channels": self.spec["channels"], "latent": LATENT_RECIPE}
+                "resolution": self.spec["resolution"], "channels": self.spec["channels"], "latent": LATENT_RECIPE,
+                "edit": EDIT_RECIPE.format(k=self.edit_directions - 1)}
 
     def graphs(self) -> list[Graph]:
         inputs = {"z": torch.zeros(2, self.z_dim, device=self.device)}
