@@ -69,6 +69,10 @@ def main() -> None:
     for name in ("encoder", "optimised"):
         r = inv[name]
         inversion.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['label_preservation']:.3f} |")
+    ar = report["arithmetic"]
+    inversion += ["", f"Class-mean arithmetic (Radford et al. 2016) over {ar['pairs']} ordered pairs of digits: "
+                      f"z + mean_b - mean_a draws a b (by the classifier) for {ar['transfer']:.3f} of class-a samples; "
+                      f"a random offset of the same length, {ar['random_offset']:.3f}."]
     beats = report["beats_random"]
     goals = [f"- Top {args.directions} directions beating the random baseline: SeFa {beats['sefa']}/{args.directions}, "
              f"PCA {beats['pca']}/{args.directions} (goal: all): "

@@ -242,3 +242,43 @@ def reconstruction_scores(real: torch.Tensor, fake: torch.Tensor) -> dict[str, f
     psnr = peak_signal_noise_ratio(b, a, data_range=1.0, reduction="none", dim=(1, 2, 3))
     ssim = structural_similarity_index_measure(b, a, data_range=1.0)
     return {"psnr": float(psnr.mean()), "ssim": float(ssim)}
+
+
+# Latent arithmetic on class means (Radford et al. 2016): the mean latent of the samples a classifier puts in
+# class b, minus that of class a, added to a sample of class a, should draw a b.
+
+def class_means(render: Render, classify: Callable[[torch.Tensor], torch.Tensor], z_dim: int, classes: int, *,
+                samples: int = 2000, seed: int = 0, batch: int = 250) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                  torch.Tensor, torch.Tensor]:
+    """(means (K, z_dim), counts (K,), latents (samples, z_dim), their predicted classes) of an unconditional
+    generator's samples; a class no sample fell in has a NaN mean and count 0."""
+    z = torch.randn(samples, z_dim, generator=torch.Generator().manual_seed(seed))
+    predicted = torch.cat([classify(render(z[i:i + batch], None).float() / 255) for i in range(0, samples, batch)])
+    counts = torch.bincount(predicted, minlength=classes)[:classes]
+    means = torch.stack([z[predicted == c].mean(0) if counts[c] else torch.full((z_dim,), float("nan"))
+                         for c in range(classes)])
+    return means, counts, z, predicted
+
+
+def arithmetic_transfer(render: Render, classify: Callable[[torch.Tensor], torch.Tensor], means: torch.Tensor,
+                        z: torch.Tensor, predicted: torch.Tensor, *, per_class: int = 20, min_count: int = 5,
+                        seed: int = 0) -> tuple[float, float, int]:
+    """Share of class-a samples that z + (mean_b - mean_a) turns into a b, over every ordered pair of classes
+    with ``min_count`` samples or more; the same with a random offset of the same length (the baseline); the
+    number of pairs."""
+    gen = torch.Generator().manual_seed(seed)
+    present = [c for c in range(len(means)) if int((predicted == c).sum()) >= min_count]
+    hits = base = total = 0
+    for a in present:
+        za = z[predicted == a][:per_class]
+        for b in present:
+            if a == b:
+                continue
+            offset = means[b] - means[a]
+            rand = torch.randn(offset.shape, generator=gen)
+            rand = rand / rand.norm() * offset.norm()
+            hits += int((classify(render(za + offset, None).float() / 255) == b).sum())
+            base += int((classify(render(za + rand, None).float() / 255) == b).sum())
+            total += len(za)
+    pairs = len(present) * (len(present) - 1)
+    return (hits / total if total else float("nan")), (base / total if total else float("nan")), pairs

@@ -86,6 +86,7 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
         rows = [latent.traversal_rows(render, d, [seed], z_dim, ALPHAS, None if one is None else one[i:i + 1])
                 for i, d in enumerate(directions)]
         _png(SAMPLES / f"{method}.png", torch.cat(rows), per_row=len(ALPHAS))
+    report["arithmetic"] = _arithmetic(render, classify, artifact, seed)
     if invert:
         report["inversion"] = _inversion(artifact, holdout, invert, invert_steps, encoder_steps, classify, seed)
     save_torch({"variant": artifact.variant, "z_dim": z_dim, **{m: d for m, d in found.items()},
@@ -162,7 +163,26 @@ def _classifier(evaluator: Path | None, artifact: Any):
     @torch.no_grad()
     def classify(images: torch.Tensor) -> torch.Tensor:
         return model(images * 2 - 1).argmax(1)  # images in [0, 1] -> the classifier's [-1, 1]
+    classify.num_classes = int(payload["num_classes"])  # type: ignore[attr-defined]
     return classify
+
+
+def _arithmetic(render: Any, classify: Any, artifact: Any, seed: int) -> dict[str, Any]:
+    """Class-mean latent arithmetic of an unconditional generator, judged by the classifier; a grid whose row a,
+    column b is a class-a sample moved by mean_b - mean_a (the diagonal: the samples themselves)."""
+    if artifact.num_classes:
+        return {"skipped": f"{artifact.variant} takes the class as an input: it is not a direction in z"}
+    if classify is None:
+        return {"skipped": "no evaluator classifier (models/evaluator.pt) to tell the classes apart"}
+    k = classify.num_classes
+    means, counts, z, predicted = latent.class_means(render, classify, artifact.z_dim, k, seed=seed)
+    transfer, baseline, pairs = latent.arithmetic_transfer(render, classify, means, z, predicted, seed=seed)
+    present = [c for c in range(k) if counts[c] >= 5]
+    if present:
+        firsts = torch.stack([z[predicted == a][0] for a in present])
+        cells = [firsts[i] + (means[b] - means[a] if a != b else 0) for i, a in enumerate(present) for b in present]
+        _png(SAMPLES / "arithmetic.png", render(torch.stack(cells), None), per_row=len(present))
+    return {"class_counts": counts.tolist(), "pairs": pairs, "transfer": transfer, "random_offset": baseline}
 
 
 def _png(path: Path, images: torch.Tensor, per_row: int) -> None:
@@ -179,6 +199,12 @@ def summary(report: dict[str, Any]) -> str:
                             for r in rows)
         beats = "" if method == "random" else f"; {report['beats_random'][method]}/{len(rows)} beat random"
         lines.append(f"  {method:<6} pixel change{'/label flip' if report['classifier'] else ''}: {effects}{beats}")
+    ar = report.get("arithmetic", {})
+    if "skipped" in ar:
+        lines.append(f"class-mean arithmetic skipped: {ar['skipped']}")
+    elif ar:
+        lines.append(f"  class-mean arithmetic over {ar['pairs']} class pairs: z + mean_b - mean_a draws a b for "
+                     f"{ar['transfer']:.3f} of samples (a random offset of the same length: {ar['random_offset']:.3f})")
     inv = report.get("inversion")
     if inv and "skipped" in inv:
         lines.append(f"inversion skipped: {inv['skipped']}")
@@ -189,5 +215,6 @@ def summary(report: dict[str, Any]) -> str:
             lines.append(f"  inversion of {inv['images']} holdout images, {name}: PSNR {r['psnr']:.2f} dB, "
                          f"SSIM {r['ssim']:.3f}{kept}")
     lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ (interpolation-lerp.png, interpolation-slerp.png, "
-                 f"sefa.png, pca.png, random.png{', inversion.png' if inv and 'skipped' not in inv else ''})")
+                 f"sefa.png, pca.png, random.png{', arithmetic.png' if ar and 'skipped' not in ar else ''}"
+                 f"{', inversion.png' if inv and 'skipped' not in inv else ''})")
     return "\n".join(lines)

@@ -95,6 +95,7 @@ def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch
     inv = report["inversion"]
     assert inv["images"] == 4 and inv["optimised"]["psnr"] >= inv["encoder"]["psnr"], inv
     assert "label_preservation" not in inv["optimised"]  # no evaluator here: not claimed
+    assert report["arithmetic"] == {"skipped": "no evaluator classifier (models/evaluator.pt) to tell the classes apart"}
     with Image.open("samples/directions/inversion.png") as img:  # real | start | result, one row per image
         assert img.size[0] < img.size[1]
     assert set(report["methods"]) == {"sefa", "pca", "random"} and all(len(r) == 3 for r in report["methods"].values())
@@ -181,3 +182,19 @@ def test_inversion_recovers_a_generated_image_from_its_known_latent() -> None:
     assert after["psnr"] > 30 and after["psnr"] > before["psnr"] + 5, (before, after)
     assert after["ssim"] > 0.95, after
     assert all(p.requires_grad for p in g.parameters())  # the generator is left as it was found
+
+
+def test_class_mean_arithmetic_moves_samples_to_the_target_class() -> None:
+    """A toy generator whose class is the sign of z[0]: the class means differ along z[0], so adding
+    mean_b - mean_a sends most a-samples to b, where a random offset of the same length (in 16 dimensions)
+    mostly does not."""
+    def render(z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        return ((z[:, 0] > 0).to(torch.uint8) * 255)[:, None, None, None].expand(-1, 1, 4, 4)
+
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        return (images.flatten(1).mean(1) > 0.5).long()
+
+    means, counts, z, predicted = latent.class_means(render, classify, 16, 2, samples=1000)
+    assert counts.sum() == 1000 and means[1, 0] > 0.6 and means[0, 0] < -0.6
+    transfer, baseline, pairs = latent.arithmetic_transfer(render, classify, means, z, predicted, per_class=200)
+    assert pairs == 2 and transfer > 0.75 and baseline < transfer - 0.3, (transfer, baseline)
