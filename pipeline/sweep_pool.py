@@ -65,14 +65,14 @@ def run_on_pool(root: Path, pool: str, configs: dict[str, list[str]], parent: st
 
 
 def close_lost_runs(parent: str, flow_run_id: UUID) -> list[str]:
-    """End as KILLED the MLflow runs under ``parent`` that the crashed flow run ``flow_run_id`` left RUNNING (its
-    process died with its worker, so nothing else will); their ids."""
+    """End as KILLED the MLflow runs (in the experiment of ``parent``) that the crashed flow run ``flow_run_id``
+    left RUNNING (its process died with its worker, so nothing else will); their ids. Found by their flow run
+    tag alone, not by parent: that tag is unique to the lost flow run."""
     import mlflow
 
     client = mlflow.MlflowClient()
     experiment = client.get_run(parent).info.experiment_id
-    lost = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}' and "
-                                            f"tags.`prefect.flow_run_id` = '{flow_run_id}' and "
+    lost = client.search_runs([experiment], f"tags.`prefect.flow_run_id` = '{flow_run_id}' and "
                                             "attributes.status = 'RUNNING'")
     for run in lost:
         client.set_terminated(run.info.run_id, status="KILLED")

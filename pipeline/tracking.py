@@ -244,8 +244,9 @@ def start_or_resume_run(cfg: TrackingConfig, run_id: str | None, *, run_name: st
         except Exception:
             pass
     name = os.environ.get("DVC_EXP_NAME") or run_name
-    run = client.create_run(exp_id, run_name=name, tags=tags)
-    adopt_parent(client, run.info.run_id)
+    parent = os.environ.get(PARENT_RUN_ENV)
+    # Born nested: a run that showed up for a moment without its parent would escape searches by parent.
+    run = client.create_run(exp_id, run_name=name, tags={**tags, **({"mlflow.parentRunId": parent} if parent else {})})
     return run.info.run_id
 
 
