@@ -50,7 +50,7 @@ def _params(args: argparse.Namespace):
 #    and serve; summary prints the uri.
 #  - serve.max_rows: register stores it with the model version; serve applies it again, with host and port.
 # flow, sweep and deploy run every stage with the overrides, so they read everything.
-STAGE_ORDER = ("prepare", "augment", "evaluator", "train", "evaluate", "register")
+STAGE_ORDER = ("prepare", "augment", "evaluator", "train", "evaluate", "explore", "register")
 READS: dict[str, tuple[str, ...]] = {
     "prepare": ("data",),
     "augment": ("augment",),
@@ -60,7 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
                  "evaluate.seed", "evaluate.kid_subset_size", "train.device", "tracking"),
     "register": ("register", "tracking", "serve.max_rows"),
     "sample": ("register.model_name", "tracking"),
-    "explore": ("register.model_name", "tracking"),
+    "explore": ("explore", "train.device", "register.model_name", "tracking"),
     "export": ("register.model_name", "tracking"),
     "serve": ("register.model_name", "tracking", "serve", "data.resolution"),
     "summary": ("tracking.uri",),
@@ -290,14 +290,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPLORE_FLAGS = ("directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps")
+
+
 def cmd_explore(args: argparse.Namespace) -> int:
+    """The explore stage (models/generator.pt, params' explore section), or, with --checkpoint or --champion,
+    the same exploration of another generator with the flags overriding the params."""
+    from gans.io import file_hash
     from pipeline import explore, paths
 
     params = _params(args)
+    given = [f for f in EXPLORE_FLAGS if getattr(args, f) is not None]
+    if not (args.checkpoint or args.champion):
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise ConfigError(f"{flag}: the explore stage reads params.yaml (explore.{given[0]}); pass -S "
+                              f"explore.{given[0]}=VALUE, or give --checkpoint FILE or --champion to explore another "
+                              "generator with flags")
+        from pipeline.stages import STAGES
+
+        report = STAGES["explore"](params)
+        print(explore.summary(report))
+        return 0
+    if args.checkpoint and args.champion:
+        raise ConfigError("--checkpoint and --champion: give one (a generator file, or the registered champion)")
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
-    report = explore.explore(artifact, count=args.directions, alpha=args.alpha, probes=args.probes,
-                             evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt", invert=args.invert,
-                             invert_steps=args.invert_steps, encoder_steps=args.encoder_steps)
+    cfg = params.explore
+    values = {f: getattr(args, f) if getattr(args, f) is not None else getattr(cfg, f) for f in EXPLORE_FLAGS}
+    report = explore.explore(artifact, count=values["directions"], alpha=values["alpha"], probes=values["probes"],
+                             evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt",
+                             invert=values["invert"], invert_steps=values["invert_steps"],
+                             encoder_steps=values["encoder_steps"], seed=cfg.seed,
+                             generator_hash=file_hash(args.checkpoint) if args.checkpoint else None,
+                             names={f: "--" + f.replace("_", "-") for f in EXPLORE_FLAGS})
     print(explore.summary(report))
     return 0
 
@@ -532,16 +557,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
-    p = add("explore", cmd_explore, "interpolation grids and interpretable latent directions (SeFa, PCA) of the "
-                                     "champion or a generator file, measured against random directions")
-    p.add_argument("--checkpoint", help="a generator file (models/generator.pt) instead of the champion")
-    p.add_argument("--directions", type=int, default=5, help="directions per method (default 5)")
-    p.add_argument("--alpha", type=float, default=3.0, help="the step whose effect is measured (default 3)")
-    p.add_argument("--probes", type=int, default=64, help="latents the effects are averaged over (default 64)")
-    p.add_argument("--invert", type=int, default=64, help="holdout images to invert (default 64; 0: none)")
-    p.add_argument("--invert-steps", type=int, default=200, help="gradient steps on z per inversion (default 200)")
-    p.add_argument("--encoder-steps", type=int, default=500,
-                   help="training steps of the encoder that starts each inversion (default 500)")
+    p = add("explore", cmd_explore, "the explore stage: interpolation grids, interpretable latent directions "
+                                     "(SeFa, PCA) against random ones, and holdout inversions of the trained generator "
+                                     "(or of --checkpoint FILE, or of the --champion)")
+    p.add_argument("--checkpoint", help="a generator file instead of models/generator.pt (flags then override params)")
+    p.add_argument("--champion", action="store_true", help="the registered champion instead of models/generator.pt")
+    p.add_argument("--directions", type=int, help="directions per method (params: explore.directions, 5)")
+    p.add_argument("--alpha", type=float, help="the step whose effect is measured (explore.alpha, 3)")
+    p.add_argument("--probes", type=int, help="latents the effects are averaged over (explore.probes, 64)")
+    p.add_argument("--invert", type=int, help="holdout images to invert (explore.invert, 64; 0: none)")
+    p.add_argument("--invert-steps", type=int, help="gradient steps on z per inversion (explore.invert_steps, 200)")
+    p.add_argument("--encoder-steps", type=int,
+                   help="training steps of the encoder that starts each inversion (explore.encoder_steps, 500)")
     p = add("export", cmd_export, "export the champion (or a version, or a generator file) as ONNX or TorchScript")
     p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")

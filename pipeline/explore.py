@@ -21,31 +21,62 @@ from gans.io import atomic_write, save_json, save_torch
 from gans.sampling import image_grid, latents_for_seeds, png_bytes
 from pipeline import paths
 
-DIRECTIONS = paths.MODELS / "directions.pt"
-METRICS = Path("metrics/explore.json")
-SAMPLES = Path("samples/directions")
+DIRECTIONS, METRICS, SAMPLES = paths.DIRECTIONS, paths.EXPLORE_METRICS, paths.DIRECTION_GRIDS
 ALPHAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+
+
+def no_latent(artifact: Any) -> str | None:
+    """Why ``artifact`` has no latent to explore, or None."""
+    if artifact.kind == "generate":
+        return None
+    return (f"{artifact.variant} is a {artifact.family} model; latent directions need a generator that draws "
+            "images from a latent (a noise-to-image variant)")
+
+
+def skip(artifact: Any, why: str, generator_hash: str | None = None) -> dict[str, Any]:
+    """The stage's outputs for a model without a latent: each says why it holds nothing."""
+    report = {"variant": artifact.variant, "family": artifact.family, "skipped": why}
+    _clear_samples()
+    atomic_write(SAMPLES / "skipped.txt", lambda tmp: tmp.write_text(why + "\n"))
+    save_torch({**report, "generator_hash": generator_hash}, DIRECTIONS)
+    save_json(report, METRICS)
+    return report
+
+
+def _clear_samples() -> None:
+    """samples/directions/ emptied: the grids of an earlier model never pass for this one's."""
+    import shutil
+
+    if SAMPLES.is_dir():
+        shutil.rmtree(SAMPLES)
+    SAMPLES.mkdir(parents=True)
 
 
 def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evaluator: Path | None = None,
             holdout: Path | None = None, invert: int = 0, invert_steps: int = 200, encoder_steps: int = 500,
-            seed: int = 0) -> dict[str, Any]:
-    """Directions and interpolation grids of ``artifact`` (a noise-to-image generator), and the inversion of
-    ``invert`` images of the prepared ``holdout``; the metrics."""
-    if artifact.kind != "generate":
-        raise ConfigError(f"explore: {artifact.variant} is a {artifact.family} model; latent directions need a "
-                          "generator that draws images from a latent (a noise-to-image variant)")
+            seed: int = 0, generator_hash: str | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
+    """Directions and interpolation grids of ``artifact`` (a noise-to-image generator), the encoder from images
+    to latents (``encoder_steps`` > 0; kept in ``models/directions.pt``, where serving finds it) and the
+    inversion of ``invert`` images of the prepared ``holdout``; the metrics. ``names``: what errors call each
+    setting (the command's flags, or the params' keys)."""
+    name = {k: (names or {}).get(k, k) for k in ("directions", "alpha", "probes", "invert", "invert_steps",
+                                                  "encoder_steps")}
+    why = no_latent(artifact)
+    if why:
+        raise ConfigError(f"explore: {why}")
     z_dim, classes = artifact.z_dim, artifact.num_classes
     if not 1 <= count <= z_dim:
-        raise ConfigError(f"--directions: got {count}; expected 1..{z_dim} (the latent has {z_dim} dimensions)")
+        raise ConfigError(f"{name['directions']}: got {count}; expected 1..{z_dim} (the latent of {artifact.variant} "
+                          f"has {z_dim} dimensions)")
     if not 1 <= probes <= 4096:
-        raise ConfigError(f"--probes: got {probes}; expected 1..4096")
+        raise ConfigError(f"{name['probes']}: got {probes}; expected 1..4096")
     if not 0 < alpha <= 10:
-        raise ConfigError(f"--alpha: got {alpha}; expected a step in (0, 10] (latents are standard normal)")
-    for flag, value, top in (("--invert", invert, 4096), ("--invert-steps", invert_steps, 100_000),
-                             ("--encoder-steps", encoder_steps, 100_000)):
+        raise ConfigError(f"{name['alpha']}: got {alpha}; expected a step in (0, 10] (latents are standard normal)")
+    for key, value, top in (("invert", invert, 4096), ("invert_steps", invert_steps, 100_000),
+                            ("encoder_steps", encoder_steps, 100_000)):
         if not 0 <= value <= top:
-            raise ConfigError(f"{flag}: got {value}; expected 0..{top}")
+            raise ConfigError(f"{name[key]}: got {value}; expected 0..{top}")
+    _clear_samples()
     generator = artifact.generator
     render = latent.renderer(generator, artifact.device)
     labels = (torch.arange(probes) % classes) if classes else None
@@ -76,7 +107,6 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
                               for m in latent.METHODS}
 
     grid_labels = (torch.arange(8) % classes) if classes else None
-    SAMPLES.mkdir(parents=True, exist_ok=True)
     for mode in ("lerp", "slerp"):
         pairs = [(seed + 2 * i, seed + 2 * i + 1) for i in range(8)]
         _png(SAMPLES / f"interpolation-{mode}.png",
@@ -87,17 +117,27 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
                 for i, d in enumerate(directions)]
         _png(SAMPLES / f"{method}.png", torch.cat(rows), per_row=len(ALPHAS))
     report["arithmetic"] = _arithmetic(render, classify, artifact, seed)
+    encoder = None
+    if encoder_steps:
+        encoder = latent.train_encoder(generator, z_dim=z_dim, channels=artifact.spec["channels"],
+                                       num_classes=classes, steps=encoder_steps, seed=seed, device=artifact.device)
     if invert:
-        report["inversion"] = _inversion(artifact, holdout, invert, invert_steps, encoder_steps, classify, seed)
-    save_torch({"variant": artifact.variant, "z_dim": z_dim, **{m: d for m, d in found.items()},
-                "strength": strength}, DIRECTIONS)
+        report["inversion"] = _inversion(artifact, holdout, invert, invert_steps, encoder, classify, seed)
+    saved = {"variant": artifact.variant, "z_dim": z_dim, "generator_hash": generator_hash,
+             **{m: d for m, d in found.items()}, "strength": strength}
+    if encoder is not None:
+        saved["encoder"] = {"state": {k: v.cpu() for k, v in encoder.state_dict().items()},
+                            "channels": artifact.spec["channels"], "z_dim": z_dim, "steps": encoder_steps,
+                            "invert_steps": invert_steps}
+    save_torch(saved, DIRECTIONS)
     save_json(report, METRICS)
     return report
 
 
-def _inversion(artifact: Any, holdout: Path | None, count: int, steps: int, encoder_steps: int, classify: Any,
+def _inversion(artifact: Any, holdout: Path | None, count: int, steps: int, encoder: Any, classify: Any,
                seed: int) -> dict[str, Any]:
-    """Invert ``count`` holdout images: encoder start, then ``steps`` of gradient descent on z. Scores of the
+    """Invert ``count`` holdout images: ``encoder`` start (z = 0 without one), then ``steps`` of gradient descent
+    on z. Scores of the
     start and of the result (PSNR, SSIM, and the classifier's agreement between each real image and its
     reconstruction), and a grid of real | start | result rows."""
     from pipeline.files import load_dataset_file
@@ -124,15 +164,13 @@ def _inversion(artifact: Any, holdout: Path | None, count: int, steps: int, enco
     elif classes:
         labels, note = torch.zeros(len(real), dtype=torch.int64, device=artifact.device), \
             "InfoGAN: the categorical code is held at 0 and z only is inverted"
-    encoder = latent.train_encoder(g, z_dim=z_dim, channels=shape[0], num_classes=classes, steps=encoder_steps,
-                                   seed=seed, device=artifact.device)
     target = (real.float() / 127.5 - 1).to(artifact.device)
     with torch.no_grad():
-        start = encoder(target)
+        start = encoder(target) if encoder is not None else torch.zeros(len(real), z_dim, device=artifact.device)
     z = latent.invert(g, target, start, labels, steps=steps)
     render = latent.renderer(g, artifact.device)
     first, final = render(start, labels), render(z, labels)
-    report: dict[str, Any] = {"images": len(real), "steps": steps, "encoder_steps": encoder_steps}
+    report: dict[str, Any] = {"images": len(real), "steps": steps, "start": "encoder" if encoder else "z = 0"}
     for name, images in (("encoder", first), ("optimised", final)):
         scores = latent.reconstruction_scores(real, images)
         if classify is not None:
@@ -176,12 +214,15 @@ def _arithmetic(render: Any, classify: Any, artifact: Any, seed: int) -> dict[st
         return {"skipped": "no evaluator classifier (models/evaluator.pt) to tell the classes apart"}
     k = classify.num_classes
     means, counts, z, predicted = latent.class_means(render, classify, artifact.z_dim, k, seed=seed)
-    transfer, baseline, pairs = latent.arithmetic_transfer(render, classify, means, z, predicted, seed=seed)
     present = [c for c in range(k) if counts[c] >= 5]
-    if present:
-        firsts = torch.stack([z[predicted == a][0] for a in present])
-        cells = [firsts[i] + (means[b] - means[a] if a != b else 0) for i, a in enumerate(present) for b in present]
-        _png(SAMPLES / "arithmetic.png", render(torch.stack(cells), None), per_row=len(present))
+    if len(present) < 2:
+        return {"skipped": f"the classifier finds {len(present)} class(es) with 5 or more of {int(counts.sum())} "
+                           "samples: no pair of classes to move between (a collapsed or barely trained generator)",
+                "class_counts": counts.tolist()}
+    transfer, baseline, pairs = latent.arithmetic_transfer(render, classify, means, z, predicted, seed=seed)
+    firsts = torch.stack([z[predicted == a][0] for a in present])
+    cells = [firsts[i] + (means[b] - means[a] if a != b else 0) for i, a in enumerate(present) for b in present]
+    _png(SAMPLES / "arithmetic.png", render(torch.stack(cells), None), per_row=len(present))
     return {"class_counts": counts.tolist(), "pairs": pairs, "transfer": transfer, "random_offset": baseline}
 
 
@@ -191,6 +232,8 @@ def _png(path: Path, images: torch.Tensor, per_row: int) -> None:
 
 
 def summary(report: dict[str, Any]) -> str:
+    if "skipped" in report:
+        return f"explore skipped: {report['skipped']}; wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/skipped.txt saying so"
     lines = [f"directions of {report['variant']} (step {report['alpha']}, {report['probes']} probe latents); "
              f"a random direction changes pixels by {report['random_pixel_change']:.4f} per unit step"]
     for method in (*latent.METHODS, "random"):

@@ -38,7 +38,7 @@ from pipeline.tracking import ServiceUnavailable, probe, ui_links
 RESULT_FILES = {
     "prepare": paths.PREPARED / "meta.json", "augment": paths.AUGMENTED / "meta.json",
     "evaluator": paths.EVALUATOR_METRICS, "train": paths.TRAIN_METRICS, "evaluate": paths.EVAL_METRICS,
-    "register": paths.REGISTER_METRICS,
+    "explore": paths.EXPLORE_METRICS, "register": paths.REGISTER_METRICS,
 }
 SKIPPED = ("didn't change, skipping", "is cached - skipping run")
 
@@ -111,6 +111,11 @@ def evaluate_task(params_file: str, overrides: list[str], via_dvc: bool = False)
     return _run_stage("evaluate", params_file, overrides, via_dvc)
 
 
+@task(name="explore")
+def explore_task(params_file: str, overrides: list[str], via_dvc: bool = False) -> dict[str, Any]:
+    return _run_stage("explore", params_file, overrides, via_dvc)
+
+
 @task(name="push", retries=2, retry_delay_seconds=10)
 def push_task() -> str:
     """``dvc push`` to the project's default remote, so that another machine can ``dvc pull`` this run's
@@ -133,7 +138,7 @@ def register_task(params_file: str, overrides: list[str], via_dvc: bool = False)
 
 
 def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], registered: dict[str, Any],
-                     links: list[tuple[str, str]] = ()) -> str:
+                     links: list[tuple[str, str]] = (), explored: dict[str, Any] | None = None) -> str:
     """The run summary: what trained, its family's metrics, what it was evaluated on, the registry's verdict."""
     from gans.families import family_named
 
@@ -148,10 +153,27 @@ def metrics_markdown(train: dict[str, Any], evaluation: dict[str, Any], register
         ("model version", f"{registered['model_name']} v{registered['version']}"),
         ("champion", "yes" if registered["champion"] else f"no: {registered['reason']}"),
     ]
+    rows += explore_rows(explored or {})
     rows += [(what, f"[{url}]({url})") for what, url in links]  # on a tracking server
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return (f"# GAN pipeline run\n\n| metric | value |\n| --- | --- |\n{table}\n\n"
             f"Sample grid: `{paths.GRID.resolve()}`\n")
+
+
+def explore_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """The explore stage's lines of the run summary: directions that beat random ones, the inversion."""
+    if not report:
+        return []
+    if "skipped" in report:
+        return [("latent tools", f"skipped: {report['skipped']}")]
+    n = len(report["methods"]["random"])
+    rows = [("directions beating random", ", ".join(f"{m} {k}/{n}" for m, k in report["beats_random"].items()))]
+    inv = report.get("inversion") or {}
+    if "optimised" in inv:
+        r = inv["optimised"]
+        kept = f", labels kept {r['label_preservation']:.3f}" if "label_preservation" in r else ""
+        rows.append(("holdout inversion", f"PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}{kept} ({inv['images']} images)"))
+    return rows
 
 
 @contextmanager
@@ -175,7 +197,8 @@ def flow_run_environment() -> Iterator[None]:
 
 @flow(name="gan-pipeline", log_prints=True)
 def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """prepare -> augment -> evaluator -> train -> evaluate -> register (through DVC in a DVC project)."""
+    """prepare -> augment -> evaluator -> train -> evaluate -> explore -> register (through DVC in a DVC
+    project)."""
     o = list(overrides or [])
     via_dvc, why = dvc_mode(params_file, o)
     if via_dvc or not (Path.cwd() / ".dvc").is_dir():
@@ -191,17 +214,18 @@ def gan_pipeline(params_file: str = "params.yaml", overrides: list[str] | None =
         evaluator_task(params_file, o, via_dvc)
         trained = train_task(params_file, o, via_dvc)
         evaluation = evaluate_task(params_file, o, via_dvc)
+        explored = explore_task(params_file, o, via_dvc)
         registered = register_task(params_file, o, via_dvc)
     pushed = push_task() if via_dvc and dvcrun.default_remote(Path.cwd()) else None
     lineage = "dvc.lock (stages run through DVC)" if via_dvc else why
     links = ui_links(tracking.resolve_uri(load_params(params_file, o).tracking.uri), trained.get("run_id"),
                      registered["model_name"], registered["version"])
-    markdown = metrics_markdown(trained, evaluation, registered, links) + f"\nLineage: {lineage}\n"
+    markdown = metrics_markdown(trained, evaluation, registered, links, explored) + f"\nLineage: {lineage}\n"
     if pushed:
         markdown += f"\nOutputs pushed to the DVC remote: {pushed}\n"
     create_markdown_artifact(key="gan-pipeline-summary", markdown=markdown,
                              description="metrics of the latest pipeline run")
-    return {"train": trained, "evaluate": evaluation, "register": registered}
+    return {"train": trained, "evaluate": evaluation, "explore": explored, "register": registered}
 
 
 @flow(name="gan-experiment", log_prints=True)

@@ -12,7 +12,7 @@ from typing import Any, Literal, NamedTuple
 import yaml
 
 from gans.config import (AugmentConfig, ConfigError, DataConfig, EvaluateConfig, ModelConfig, TrainConfig,
-                         build_config, require, to_dict)
+                         build_config, require, require_seed, to_dict)
 from gans.data import SUPERRES_PREFIX, DataError, check_source, source_layout
 from gans.families import Resolved, check_layout, resolve
 
@@ -81,12 +81,37 @@ class ServeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExploreConfig:
+    """``explore``: the latent directions, interpolation grids and inversions of a noise-to-image generator
+    (other families have no latent: the stage records that it skipped them)."""
+
+    directions: int = 5        # per method (SeFa, PCA, and the random baseline)
+    alpha: float = 3.0         # the step whose effect is measured
+    probes: int = 64           # latents the effects are averaged over
+    invert: int = 64           # holdout images inverted (0: none)
+    invert_steps: int = 200    # gradient steps on z per inversion
+    encoder_steps: int = 500   # training steps of the encoder that starts each inversion (and serving's)
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        require(1 <= self.directions <= 512, f"{where}.directions", f"got {self.directions}; expected 1..512")
+        require(0 < self.alpha <= 10, f"{where}.alpha", f"got {self.alpha}; expected a step in (0, 10]")
+        require(1 <= self.probes <= 4096, f"{where}.probes", f"got {self.probes}; expected 1..4096")
+        require(0 <= self.invert <= 4096, f"{where}.invert", f"got {self.invert}; expected 0..4096")
+        for key in ("invert_steps", "encoder_steps"):
+            value = getattr(self, key)
+            require(0 <= value <= 100_000, f"{where}.{key}", f"got {value}; expected 0..100000")
+        require_seed(self.seed, f"{where}.seed")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    explore: ExploreConfig = field(default_factory=ExploreConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)

@@ -119,7 +119,7 @@ def check_evaluated(eval_metrics: dict[str, Any], generator_path: Path) -> str:
 
 def register_generator(params: Params, *, generator_path: Path, eval_metrics: dict[str, Any],
                        train_metrics: dict[str, Any], data_meta: dict[str, Any],
-                       grid_path: Path | None = None) -> dict[str, Any]:
+                       grid_path: Path | None = None, directions_path: Path | None = None) -> dict[str, Any]:
     """Register the generator (once per generator file), set ``challenger``, maybe move ``champion``.
 
     Safe to rerun after a kill at any point: the model version is created with all its tags in one call, and
@@ -139,7 +139,7 @@ def register_generator(params: Params, *, generator_path: Path, eval_metrics: di
         version, run_id = _existing_version(client, name, generator_hash)
         if version is None:
             version, run_id = _log_and_register(params, client, exp_id, generator_path,
-                                                train_metrics.get("run_id"), tags, grid_path)
+                                                train_metrics.get("run_id"), tags, grid_path, directions_path)
         else:  # a rerun: the same file's version, tagged as of this evaluation
             tags["export"] = client.get_model_version(name, version).tags.get("export", "")
             for key, value in tags.items():
@@ -193,7 +193,8 @@ def _logged_model(client: Any, run_id: str, generator_hash: str) -> Any | None:
 
 
 def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: Path, run_id: str | None,
-                      tags: dict[str, str], grid_path: Path | None = None) -> tuple[str, str]:
+                      tags: dict[str, str], grid_path: Path | None = None,
+                      directions_path: Path | None = None) -> tuple[str, str]:
     """Log the pyfunc model into the training run (or a new run if it is gone), unless a killed register
     already did, and create the version with all its tags at once. The model carries, beside the generator
     file, its portable exports (:func:`portable_exports`) and the evaluation's sample grid."""
@@ -218,6 +219,9 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
             artifacts = {"generator": str(generator_path), **exports}
             if grid_path is not None and Path(grid_path).is_file():
                 artifacts["sample_grid"] = str(grid_path)
+            encoder = encoder_file(directions_path, tags["generator_hash"], artifact)
+            if encoder:
+                artifacts["directions"] = encoder
             with mlflow.start_run(run_id=run_id, run_name=run_name, experiment_id=None if run_id else exp_id):
                 logged = mlflow.pyfunc.log_model(
                     name="generator", python_model=str(Path(__file__).with_name("generator_model.py")),
@@ -231,6 +235,30 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
     tags["export"] = (logged.tags or {}).get("export", "")
     version = mlflow.register_model(logged.model_uri, params.register.model_name, tags=tags)
     return str(version.version), run_id
+
+
+def encoder_file(path: Path | None, generator_hash: str, artifact: Any) -> str | None:
+    """``path`` (the explore stage's models/directions.pt) when it holds the encoder of this very generator,
+    for serving's image -> latent; else None, with a warning when the file is there but does not fit."""
+    from gans.io import load_torch
+
+    if artifact.kind != "generate" or path is None or not Path(path).is_file():
+        return None
+    try:
+        saved = load_torch(path, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - a damaged side file costs the encoder, never the registration
+        why = f"cannot be read ({type(err).__name__})"
+    else:
+        if saved.get("generator_hash") != generator_hash:
+            why = "was made from another generator"
+        elif "encoder" not in saved:
+            why = "holds no encoder (explore.encoder_steps: 0)"
+        else:
+            artifact.attach_encoder(saved)  # its describe() now tells how the server inverts
+            return str(path)
+    print(f"warning: {path} {why}: this version is registered without an encoder, and its server refuses image -> "
+          "latent requests; run gans explore (or dvc repro) before gans register to ship one", file=sys.stderr)
+    return None
 
 
 def portable_exports(artifact: Any, folder: Path, *, generator_hash: str) -> tuple[dict[str, str], str]:

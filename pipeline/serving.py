@@ -46,8 +46,9 @@ def signature(conditional: bool) -> ModelSignature:
     became 3, all answered 200. Untyped, the JSON values reach :func:`validate_rows`, which names the row.
     An unconditional generator names ``label`` too, optional: MLflow drops the columns a signature does not
     name, so a label sent to it would be ignored without a word; named, it reaches the model, which refuses it."""
-    columns = [ColSpec(AnyType(), "seed"), ColSpec(AnyType(), "label", required=conditional),
-               ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False)]
+    columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=conditional),
+               ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False),
+               ColSpec(AnyType(), "image", required=False)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -151,6 +152,46 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
     return seeds, labels
 
 
+def inverting(frame: Any) -> bool:
+    """Whether a ``generate`` request asks for latents: any row with an ``image``."""
+    return isinstance(frame, pd.DataFrame) and "image" in frame.columns and \
+        any(not _missing(v) for v in frame["image"].tolist())
+
+
+def validate_invert_rows(frame: pd.DataFrame, artifact: Any, *, max_rows: int) -> tuple[torch.Tensor, list[int] | None]:
+    """Check an inversion request (every row an ``image`` of the model's size, and a ``label`` when it is
+    conditional); return the uint8 images (N, C, R, R) and the labels."""
+    _check_table(frame, required="image", max_rows=max_rows, example='{"image": "<base64 PNG>"}')
+    if artifact.encoder is None:
+        raise _bad("this model version was registered without the explore stage's encoder, so it cannot invert "
+                   "images: register a generator after `gans explore` (dvc repro runs it) to get one")
+    for column in ("seed", "direction", "alpha"):
+        if column in frame.columns:
+            given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
+            if given:
+                raise _bad(f"row {given[0]}: '{column}' given in a request that inverts images ('image'); a request "
+                           "either draws (seed, direction, alpha) or inverts (image): send them separately")
+    r, channels = artifact.spec["resolution"], artifact.spec["channels"]
+    images = []
+    for i, value in enumerate(frame["image"].tolist()):
+        if _missing(value):
+            raise _bad(f"row {i}: 'image' is missing; in a request that inverts images every row needs one")
+        img = _fit_channels(_decode_image(value, i), channels, i)
+        if tuple(img.shape[1:]) != (r, r):
+            raise _bad(f"row {i}: 'image' is {img.shape[2]}x{img.shape[1]}; this generator draws and inverts "
+                       f"{r}x{r} images")
+        images.append(img)
+    labels = None
+    if artifact.num_classes:
+        if "label" not in frame.columns:
+            raise _bad(f"this generator is class-conditional: every row needs 'label' in 0..{artifact.num_classes - 1} "
+                       "(the class its latent is searched under)")
+        labels = _int_column(frame["label"], "label", 0, artifact.num_classes - 1)
+    elif "label" in frame.columns and any(not _missing(v) for v in frame["label"].tolist()):
+        raise _bad("'label' given, but this generator is unconditional (trained without labels): drop 'label'")
+    return torch.stack(images), labels
+
+
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))  # pandas turns a missing or null cell into NaN
 
@@ -247,6 +288,10 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         self.artifact = load_artifact(context.artifacts["generator"], "cpu")
+        if "directions" in context.artifacts and hasattr(self.artifact, "attach_encoder"):
+            from gans.io import load_torch
+
+            self.artifact.attach_encoder(load_torch(context.artifacts["directions"], map_location="cpu"))
         config = getattr(context, "model_config", None) or {}
         self.max_rows = int(config.get("max_rows", 64))
 
@@ -259,6 +304,11 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
                 for row, image in zip(rows, artifact.translate(images, direction)):
                     out[row] = image
             return _encode(out)
+        if hasattr(artifact, "invert") and inverting(model_input):
+            images, labels = validate_invert_rows(model_input, artifact, max_rows=self.max_rows)
+            z, drawn = artifact.invert(images, labels)
+            return pd.DataFrame({"latent": [[round(float(v), 6) for v in row] for row in z.tolist()],
+                                 "png": _encode(drawn)["png"]})
         seeds, labels = validate_rows(model_input, num_classes=artifact.num_classes, max_rows=self.max_rows)
         edits = validate_edits(model_input, directions=artifact.edit_directions) \
             if hasattr(artifact, "edit") else None

@@ -338,6 +338,56 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
     _on_run(params, run_id, "the evaluation", log)
 
 
+# ---------------------------------------------------------------- explore
+
+
+def explore(params: Params) -> dict[str, Any]:
+    """Latent directions, interpolation grids, the encoder and holdout inversions of the trained generator
+    (``pipeline.explore``); a model without a latent (translation, super-resolution) gets outputs that say so.
+    Logged to the training run: the effects and inversion scores as metrics, the report and grids as artifacts."""
+    from gans.families import load_artifact
+    from pipeline import explore as exploring
+
+    require_torch_file(paths.EVALUATOR, "evaluator")
+    generator_hash = file_hash(require_torch_file(paths.GENERATOR, "train"))  # what register checks it ships
+    artifact = load_artifact(paths.GENERATOR, device_of(params))
+    why = exploring.no_latent(artifact)
+    if why:
+        return exploring.skip(artifact, why, generator_hash)
+    cfg = params.explore
+    report = exploring.explore(artifact, count=cfg.directions, alpha=cfg.alpha, probes=cfg.probes,
+                               evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt", invert=cfg.invert,
+                               invert_steps=cfg.invert_steps, encoder_steps=cfg.encoder_steps, seed=cfg.seed,
+                               generator_hash=generator_hash, names={k: f"explore.{k}" for k in (
+                                   "directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps")})
+    _log_explore(params, report)
+    return report
+
+
+def _log_explore(params: Params, report: dict[str, Any]) -> None:
+    """Add the exploration to the training run: how many directions of each method beat random ones, the
+    arithmetic and inversion scores (metrics ``explore_*``), metrics/explore.json and the grids."""
+    from pipeline import explore as exploring
+
+    run_id = read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
+
+    def log(client) -> None:
+        from mlflow.entities import Metric
+
+        values = {f"explore_{m}_beats_random": n for m, n in report["beats_random"].items()}
+        values["explore_random_pixel_change"] = report["random_pixel_change"]
+        if "transfer" in report.get("arithmetic", {}):
+            values["explore_arithmetic_transfer"] = report["arithmetic"]["transfer"]
+        for stage, scores in (report.get("inversion") or {}).items():
+            if isinstance(scores, dict):
+                values.update({f"explore_inversion_{stage}_{k}": v for k, v in scores.items()})
+        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in values.items()])
+        client.log_artifact(run_id, str(exploring.METRICS), "metrics")
+        client.log_artifacts(run_id, str(exploring.SAMPLES), "samples/directions")
+
+    _on_run(params, run_id, "the exploration", log)
+
+
 # ---------------------------------------------------------------- register
 
 
@@ -350,7 +400,8 @@ def register(params: Params) -> dict[str, Any]:
     meta = read_json(paths.AUGMENTED / "meta.json", "augment")
     require_torch_file(paths.GENERATOR, "train")
     result = register_generator(params, generator_path=paths.GENERATOR, eval_metrics=eval_metrics,
-                                train_metrics=train_metrics, data_meta=meta, grid_path=paths.GRID)
+                                train_metrics=train_metrics, data_meta=meta, grid_path=paths.GRID,
+                                directions_path=paths.DIRECTIONS)
     save_json(result, paths.REGISTER_METRICS)
     _log_lineage(params, result["run_id"])
     return result
@@ -372,4 +423,4 @@ def _log_lineage(params: Params, run_id: str | None) -> None:
 
 
 STAGES = {"prepare": prepare, "augment": augment, "evaluator": evaluator, "train": train,
-          "evaluate": evaluate, "register": register}
+          "evaluate": evaluate, "explore": explore, "register": register}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from PIL import Image
+from torchvision.io import decode_png, encode_png
 
 from gans import latent
 from gans.data import Dataset, ImageSet
@@ -18,6 +23,8 @@ from gans.families.noise import GeneratorArtifact
 from gans.families.noise.nets import NetSpec, build_networks
 from gans.io import load_torch, save_torch
 from pipeline.cli import main
+from pipeline.registry import encoder_file
+from pipeline.serving import ArtifactModel
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,12 +153,12 @@ def test_explore_says_why_it_skips_the_inversion(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "params.yaml", "params.yaml")
     gen = _generator_file(tmp_path / "generator.pt")
-    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4"]) == 0
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5"]) == 0
     assert "inversion skipped: no data/prepared/holdout.pt: run gans prepare first" in capsys.readouterr().out
     Path("data/prepared").mkdir(parents=True)
     wrong = ImageSet(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), None, ())
     save_torch(Dataset.single(wrong).to_dict(), "data/prepared/holdout.pt")
-    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4"]) == 0
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5"]) == 0
     assert json.loads(Path("metrics/explore.json").read_text())["inversion"] == {
         "skipped": "data/prepared/holdout.pt holds (1, 8, 8) images; the generator draws (1, 16, 16)"}
 
@@ -198,3 +205,68 @@ def test_class_mean_arithmetic_moves_samples_to_the_target_class() -> None:
     assert counts.sum() == 1000 and means[1, 0] > 0.6 and means[0, 0] < -0.6
     transfer, baseline, pairs = latent.arithmetic_transfer(render, classify, means, z, predicted, per_class=200)
     assert pairs == 2 and transfer > 0.75 and baseline < transfer - 0.3, (transfer, baseline)
+
+
+def _b64(image: torch.Tensor) -> str:
+    return base64.b64encode(encode_png(image).numpy().tobytes()).decode()
+
+
+def test_the_stage_takes_its_settings_from_params_not_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    assert main(["explore", "--alpha", "2"]) == 2
+    assert "--alpha: the explore stage reads params.yaml (explore.alpha); pass -S explore.alpha=VALUE" in \
+        capsys.readouterr().err
+    assert main(["explore"]) == 2  # the stage itself: its inputs, named with the stage that writes them
+    assert "models/evaluator.pt" in capsys.readouterr().err
+
+
+def test_a_served_generator_inverts_images_with_the_explore_encoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """`gans explore` keeps its encoder in models/directions.pt; register ships it when it was made from the same
+    generator file, and the served model answers an image row with its latent and the image that latent draws."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    gen = _generator_file(tmp_path / "generator.pt")
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--invert", "0",
+                 "--encoder-steps", "150", "--invert-steps", "150"]) == 0
+    artifact = load_artifact(gen)
+    from gans.io import file_hash
+
+    assert encoder_file(Path("models/directions.pt"), "another hash", artifact) is None  # stale: not shipped
+    assert "was made from another generator" in capsys.readouterr().err
+    assert encoder_file(Path("models/directions.pt"), file_hash(gen), artifact) == "models/directions.pt"
+    assert "150 steps of gradient descent" in artifact.describe()["invert"]
+
+    model = ArtifactModel()
+    model.load_context(SimpleNamespace(artifacts={"generator": str(gen), "directions": "models/directions.pt"},
+                                       model_config={"max_rows": 4}))
+    drawn = model.artifact.generate([5, 6], None)
+    out = model.predict(None, pd.DataFrame({"image": [_b64(drawn[0]), _b64(drawn[1])]}))
+    assert list(out.columns) == ["latent", "png"] and all(len(z) == 8 for z in out["latent"])
+    back = [decode_png(torch.frombuffer(bytearray(base64.b64decode(p)), dtype=torch.uint8)) for p in out["png"]]
+    scores = latent.reconstruction_scores(drawn, torch.stack(back))
+    swapped = latent.reconstruction_scores(drawn, drawn.flip(0))  # the other image: what a wrong latent scores
+    assert scores["psnr"] > swapped["psnr"] + 5, (scores, swapped)
+    # the latent it answers draws the image it answers
+    redrawn = latent.renderer(model.artifact.generator, torch.device("cpu"))(torch.tensor(out["latent"].tolist()), None)
+    assert (redrawn.int() - torch.stack(back).int()).abs().max() <= 1
+
+    def refused(rows: list[dict]) -> str:
+        with pytest.raises(MlflowException) as err:
+            model.predict(None, pd.DataFrame(rows))
+        assert err.value.get_http_status_code() == 400
+        return err.value.message
+
+    image = _b64(drawn[0])
+    assert "row 1: 'seed' given in a request that inverts images" in refused([{"image": image}, {"seed": 3}])
+    assert "row 0: 'image' is 20x20; this generator draws and inverts 16x16 images" in \
+        refused([{"image": _b64(torch.zeros(1, 20, 20, dtype=torch.uint8))}])
+    assert "row 0: 'image' is not valid base64" in refused([{"image": "not base64!"}])
+    assert "'label' given, but this generator is unconditional" in refused([{"image": image, "label": 2}])
+    bare = ArtifactModel()  # a version registered without the encoder
+    bare.load_context(SimpleNamespace(artifacts={"generator": str(gen)}, model_config={"max_rows": 4}))
+    with pytest.raises(MlflowException, match="registered without the explore stage's encoder"):
+        bare.predict(None, pd.DataFrame([{"image": image}]))
+    assert len(bare.predict(None, pd.DataFrame([{"seed": 1}]))) == 1  # it still draws

@@ -77,7 +77,7 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
     first_s = time.monotonic() - t0
     assert first.is_completed(), first
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "augment", "evaluator", "train", "evaluate", "register"}
+    assert set(lock["stages"]) == {"prepare", "augment", "evaluator", "train", "evaluate", "explore", "register"}
     assert "Data and pipelines are up to date" in run(["dvc", "status"], repo).stdout
     result = first.result()
     assert result["train"] == json.loads((repo / "metrics/train.json").read_text())

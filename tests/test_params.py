@@ -186,7 +186,7 @@ SEED_KEYS = [k for k in Params().flat() if k.rsplit(".", 1)[-1] == "seed"]
 
 
 def test_every_seed_is_bounded() -> None:
-    assert set(SEED_KEYS) == {"data.seed", "train.seed", "evaluate.seed"}
+    assert set(SEED_KEYS) == {"data.seed", "train.seed", "evaluate.seed", "explore.seed"}
 
 
 @pytest.mark.parametrize("key", SEED_KEYS)
@@ -260,11 +260,12 @@ OVERRIDES = {
     "model.z_dim=32": {"train"},
     "model.overrides.lr_g=0.001": {"train"},
     "train.steps=5": {"train"},
-    "train.device=cpu": {"evaluator", "train", "evaluate"},
+    "train.device=cpu": {"evaluator", "train", "evaluate", "explore"},
     "evaluate.evaluator_epochs=2": {"evaluator"},
     "evaluate.seed=1": {"evaluator", "evaluate"},
     "evaluate.features=inception": {"evaluator", "evaluate"},
     "evaluate.num_samples=50": {"evaluate"},
+    "explore.alpha=2": {"explore"},
     "register.model_name=other": {"register", "sample", "explore", "export", "serve"},
     "register.promote=always": {"register"},
     "tracking.uri=sqlite:///other.db": {"train", "evaluate", "register", "sample", "explore", "export", "serve",
@@ -321,10 +322,10 @@ def test_the_refusal_says_who_reads_the_key_and_what_to_run(tmp_path: Path, monk
         "the train stage does: pass it to gans train -S train.steps=5 instead, or dvc exp run -S train.steps=5, "
         "which reruns every stage the key affects")
     assert refusal("prepare", "train.device=cpu").startswith(
-        "train.device: gans prepare does not read it; the evaluator, train and evaluate stages do: pass it to "
+        "train.device: gans prepare does not read it; the evaluator, train, evaluate and explore stages do: pass it to "
         "gans evaluator -S train.device=cpu instead")
     assert refusal("summary", "tracking.experiment=x").startswith(
-        "tracking.experiment: gans summary does not read it; the train, evaluate and register stages do: run "
+        "tracking.experiment: gans summary does not read it; the train, evaluate, explore and register stages do: run "
         "gans train -S tracking.experiment=x first")
     assert refusal("register", "serve.port=6000") == (
         "serve.port: gans register does not read it; gans serve does: pass it to gans serve -S serve.port=6000 "

@@ -16,6 +16,7 @@ import pytest
 import requests
 import torch
 from PIL import Image
+from torchvision.io import encode_png
 
 from conftest import make_project, model_files, run, serve_model, subprocess_env, tail, tiny_params
 from gans.export import run_exported
@@ -105,7 +106,7 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "direction", "alpha"]
+    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "direction", "alpha", "image"]
     # the version carries its ONNX export and the sample grid; its description and metadata say so
     assert "generator.onnx (ONNX opset 18" in mv.tags["export"] and mv.tags["export"] in mv.description
     assert info.metadata["gans"]["variant"] == "dcgan" and info.metadata["gans"]["exports"] == mv.tags["export"]
@@ -130,6 +131,14 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     assert [m.step for m in history] == list(range(5, 41, 5))
     assert [m.step for m in client.get_metric_history(mv.run_id, "fid")] == [20, 40]
     assert "eval_fid" in run_.data.metrics
+    # the explore stage's results, on the same run; the version ships its encoder (image -> latent)
+    explored = json.loads((tiny_repo / "metrics/explore.json").read_text())
+    assert run_.data.metrics["explore_sefa_beats_random"] == explored["beats_random"]["sefa"]
+    assert run_.data.metrics["explore_inversion_optimised_psnr"] == pytest.approx(
+        explored["inversion"]["optimised"]["psnr"])
+    assert {"sefa.png", "inversion.png"} <= {Path(a.path).name for a in client.list_artifacts(mv.run_id,
+                                                                                             "samples/directions")}
+    assert (files / "artifacts/directions.pt").read_bytes() == (tiny_repo / "models/directions.pt").read_bytes()
     assert json.loads((tiny_repo / "metrics/register.json").read_text())["champion"] is True
 
 
@@ -179,13 +188,35 @@ def test_served_generator_edits_along_its_sefa_directions(server: Served, tiny_r
     assert "'direction' (0..9) and 'alpha' (-10..10)" in info["edit"], info
 
 
+def test_served_generator_inverts_an_image_to_its_latent(server: Served, tiny_repo: Path) -> None:
+    """image -> latent: the latent of a drawn image, found by the shipped encoder and refined, draws an image
+    closer to it than the neighbouring seed's; the answered png is what the answered latent draws."""
+    drawn = _invoke(server.url, {"dataframe_records": [{"seed": 7}, {"seed": 8}]}).json()["predictions"]
+    resp = _invoke(server.url, {"dataframe_records": [{"image": drawn[0]["png"]}]})
+    assert resp.status_code == 200, f"{resp.text}\n{tail(server.log)}"
+    answer = resp.json()["predictions"][0]
+    artifact = load_artifact(tiny_repo / "models/generator.pt")
+    assert len(answer["latent"]) == artifact.z_dim
+
+    def pixels(b64: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(Image.open(io.BytesIO(base64.b64decode(b64))))).float()
+
+    target = pixels(drawn[0]["png"])
+    assert (pixels(answer["png"]) - target).abs().mean() < (pixels(drawn[1]["png"]) - target).abs().mean()
+    redrawn = renderer(artifact.generator, torch.device("cpu"))(torch.tensor([answer["latent"]]), None)[0, 0]
+    assert (redrawn.float() - pixels(answer["png"])).abs().max() <= 1
+    info = requests.get(f"{server.url}/model", timeout=30).json()
+    assert "steps of gradient descent" in info["invert"], info
+
+
 def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images(server: Served,
                                                                                   tiny_repo: Path) -> None:
     described = requests.get(f"{server.url}/model", timeout=30)
     assert described.status_code == 200, described.text
     info = described.json()
     assert info["family"] == "noise-to-image" and info["variant"] == "dcgan" and info["kind"] == "generate"
-    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "direction", "alpha"] and info["max_rows"] == 64
+    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "direction", "alpha", "image"]
+    assert info["max_rows"] == 64
     assert info["version"] == "1" and "torch.Generator().manual_seed(s)" in info["latent"]
     assert info["example_request"] == '{"dataframe_records": [{"seed": 0}]}' and "generator.onnx" in info["exports"]
     # the seed-to-latent recipe it states, through the registered ONNX file in ONNX Runtime: the served images
@@ -210,8 +241,14 @@ def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images
     ({"dataframe_records": [{"seed": 0, "direction": 1}]}, "row 0: 'direction' given without 'alpha'"),
     ({"dataframe_records": [{"seed": 0, "direction": 1, "alpha": "big"}]},
      "row 0: 'alpha' must be a finite number, got str 'big'"),
+    ({"dataframe_records": [{"image": "aGVsbG8="}]}, "row 0: 'image' is not a readable image"),
+    ({"dataframe_records": [{"image": base64.b64encode(encode_png(torch.zeros(1, 8, 8, dtype=torch.uint8))
+                                                       .numpy().tobytes()).decode()}]},
+     "row 0: 'image' is 8x8; this generator draws and inverts 16x16 images"),
+    ({"dataframe_records": [{"seed": 1}, {"image": "aGVsbG8="}]}, "row 0: 'seed' given in a request that inverts"),
 ], ids=["negative-seed", "too-many-rows", "string-seed", "no-input-field", "direction-out-of-range",
-        "alpha-out-of-range", "direction-without-alpha", "string-alpha"])
+        "alpha-out-of-range", "direction-without-alpha", "string-alpha", "invert-not-an-image", "invert-wrong-size",
+        "invert-and-seed"])
 def test_bad_requests_get_errors_and_server_keeps_serving(server: Served, payload: object, fragment: str) -> None:
     resp = _invoke(server.url, payload)
     assert resp.status_code == 400, (resp.status_code, resp.text, tail(server.log))

@@ -88,8 +88,10 @@ def test_bad_translation_rows_get_a_400_naming_row_and_column(translator: Artifa
 
 def test_a_label_for_an_unconditional_generator_is_refused_not_dropped() -> None:
     sig = signature_of(SimpleNamespace(kind="generate", num_classes=0))
-    assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", True), ("label", False),
-                                                                  ("direction", False), ("alpha", False)]
+    # seed is optional only because a row may invert an image instead; validate_rows requires it
+    assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", False), ("label", False),
+                                                                  ("direction", False), ("alpha", False),
+                                                                  ("image", False)]
     assert validate_rows(pd.DataFrame([{"seed": 1}]), num_classes=0, max_rows=4) == ([1], None)
     # a row without a label beside one with: pandas fills the gap with NaN, which is "no label"
     frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "label": 3}])

@@ -68,6 +68,11 @@ def test_pix2pix_through_dvc_writes_every_contract_file(paired: Path) -> None:
     assert grid.size == (3 * 18 + 2, 8 * 18 + 2)  # input | output | target over 8 holdout images
     assert (paired / "models/generator.pt").is_file() and (paired / "models/evaluator.pt").is_file()
     assert reg["champion"] and reg["metric"] == "fid"
+    # the explore stage ran and said why it had nothing to do: a translator has no latent
+    assert _json(paired, "explore") == {"variant": "pix2pix", "family": "translation", "skipped": (
+        "pix2pix is a translation model; latent directions need a generator that draws images from a latent "
+        "(a noise-to-image variant)")}
+    assert [p.name for p in (paired / "samples/directions").iterdir()] == ["skipped.txt"]
     assert "Data and pipelines are up to date" in run(["dvc", "status"], paired).stdout
 
 

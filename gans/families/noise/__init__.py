@@ -20,12 +20,15 @@ from gans.families.noise.nets import NetSpec, build_networks
 from gans.families.noise.recipe import FAMILY, NoiseRecipe, build_objective, build_spec
 from gans.families.noise.variants import PRESETS, Variant, resolve_variant
 from gans.io import load_torch
-from gans.latent import renderer, sefa_directions
+from gans.latent import Encoder, invert, renderer, sefa_directions
 from gans.sampling import LATENT_RECIPE, generate, latents_for_seeds
 
 EDIT_DIRECTIONS = 10
 EDIT_RECIPE = ("optional 'direction' (0..{k}) and 'alpha' (-10..10): the seed's latent moved by alpha x SeFa "
                "direction d (unit length, strongest first, from the first layer's weights; see gans explore)")
+INVERT_RECIPE = ("a row with 'image' (a base64 PNG of the model's size; and 'label' when conditional) instead of "
+                 "'seed' answers its 'latent' (z_dim floats) and the 'png' it draws: the explore stage's encoder "
+                 "guesses z, then {steps} steps of gradient descent on the pixel error refine it")
 
 __all__ = ["NOISE", "GeneratorArtifact", "NoiseFamily", "build_objective", "build_spec", "load_generator"]
 
@@ -69,11 +72,39 @@ class GeneratorArtifact:
         y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.int64)
         return torch.cat([render(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
 
+    encoder: nn.Module | None = None
+    invert_steps = 0
+
+    def attach_encoder(self, saved: dict[str, Any]) -> None:
+        """Take the explore stage's encoder (``models/directions.pt``: ``saved['encoder']``), which starts
+        ``invert``, and its number of refinement steps."""
+        entry = saved["encoder"]
+        if entry["z_dim"] != self.z_dim or entry["channels"] != self.spec["channels"]:
+            raise ValueError(f"the encoder maps {entry['channels']}-channel images to {entry['z_dim']} latents; "
+                             f"{self.variant} draws {self.spec['channels']}-channel images from {self.z_dim}")
+        encoder = Encoder(entry["channels"], entry["z_dim"])
+        encoder.load_state_dict(entry["state"])
+        self.encoder, self.invert_steps = encoder.to(self.device).eval(), int(entry.get("invert_steps", 100))
+
+    def invert(self, images: torch.Tensor, labels: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents of uint8 ``images`` (N, C, R, R): the encoder's guess refined by ``invert_steps`` of
+        gradient descent on the pixel error; (latents (N, z_dim), their images uint8)."""
+        if self.encoder is None:
+            raise RuntimeError("no encoder attached (attach_encoder)")
+        target = images.float().to(self.device) / 127.5 - 1
+        y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.int64, device=self.device)
+        with torch.no_grad():
+            start = self.encoder(target)
+        z = invert(self.generator, target, start, y, steps=self.invert_steps)
+        return z.cpu(), renderer(self.generator, self.device)(z, y)
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
                 "num_classes": self.num_classes, "classes": list(self.classes),
                 "resolution": self.spec["resolution"], "channels": self.spec["channels"], "latent": LATENT_RECIPE,
-                "edit": EDIT_RECIPE.format(k=self.edit_directions - 1)}
+                "edit": EDIT_RECIPE.format(k=self.edit_directions - 1),
+                "invert": (INVERT_RECIPE.format(steps=self.invert_steps) if self.encoder is not None else
+                           "not available: registered without the explore stage's encoder")}
 
     def graphs(self) -> list[Graph]:
         inputs = {"z": torch.zeros(2, self.z_dim, device=self.device)}
