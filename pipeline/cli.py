@@ -290,7 +290,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPLORE_FLAGS = ("directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps")
+EXPLORE_FLAGS = ("directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps", "learned_steps")
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
@@ -320,7 +320,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     report = explore.explore(artifact, count=values["directions"], alpha=values["alpha"], probes=values["probes"],
                              evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt",
                              invert=values["invert"], invert_steps=values["invert_steps"],
-                             encoder_steps=values["encoder_steps"], seed=cfg.seed,
+                             encoder_steps=values["encoder_steps"], learned_steps=values["learned_steps"], seed=cfg.seed,
                              generator_hash=file_hash(args.checkpoint) if args.checkpoint else None,
                              names={f: "--" + f.replace("_", "-") for f in EXPLORE_FLAGS})
     print(explore.summary(report))
@@ -569,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--invert-steps", type=int, help="gradient steps on z per inversion (explore.invert_steps, 200)")
     p.add_argument("--encoder-steps", type=int,
                    help="training steps of the encoder that starts each inversion (explore.encoder_steps, 500)")
+    p.add_argument("--learned-steps", type=int,
+                   help="training steps of the learned directions (explore.learned_steps, 1000; 0: none)")
     p = add("export", cmd_export, "export the champion (or a version, or a generator file) as ONNX or TorchScript")
     p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")

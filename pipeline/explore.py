@@ -54,13 +54,14 @@ def _clear_samples() -> None:
 
 def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evaluator: Path | None = None,
             holdout: Path | None = None, invert: int = 0, invert_steps: int = 200, encoder_steps: int = 500,
-            seed: int = 0, generator_hash: str | None = None, names: dict[str, str] | None = None) -> dict[str, Any]:
+            learned_steps: int = 0, seed: int = 0, generator_hash: str | None = None,
+            names: dict[str, str] | None = None) -> dict[str, Any]:
     """Directions and interpolation grids of ``artifact`` (a noise-to-image generator), the encoder from images
     to latents (``encoder_steps`` > 0; kept in ``models/directions.pt``, where serving finds it) and the
     inversion of ``invert`` images of the prepared ``holdout``; the metrics. ``names``: what errors call each
     setting (the command's flags, or the params' keys)."""
     name = {k: (names or {}).get(k, k) for k in ("directions", "alpha", "probes", "invert", "invert_steps",
-                                                  "encoder_steps")}
+                                                  "encoder_steps", "learned_steps")}
     why = no_latent(artifact)
     if why:
         raise ConfigError(f"explore: {why}")
@@ -73,7 +74,7 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
     if not 0 < alpha <= 10:
         raise ConfigError(f"{name['alpha']}: got {alpha}; expected a step in (0, 10] (latents are standard normal)")
     for key, value, top in (("invert", invert, 4096), ("invert_steps", invert_steps, 100_000),
-                            ("encoder_steps", encoder_steps, 100_000)):
+                            ("encoder_steps", encoder_steps, 100_000), ("learned_steps", learned_steps, 100_000)):
         if not 0 <= value <= top:
             raise ConfigError(f"{name[key]}: got {value}; expected 0..{top}")
     _clear_samples()
@@ -88,6 +89,11 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
     strength["sefa"] = s.tolist()
     found["pca"], explained = latent.pca_directions(generator, z_dim, count, seed=seed)
     strength["pca"] = explained.tolist()
+    if learned_steps:
+        found["learned"], accuracy = latent.learned_directions(
+            generator, z_dim=z_dim, channels=artifact.spec["channels"], num_classes=classes, k=count,
+            steps=learned_steps, seed=seed, device=artifact.device)
+        strength["learned"] = accuracy.tolist()  # the reconstructor's accuracy on each direction
     found["random"] = latent.random_directions(z_dim, count, seed=seed + 1)
     strength["random"] = [None] * count
 
@@ -104,7 +110,10 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
     baseline = statistics.fmean(r["pixel_change"] for r in report["methods"]["random"])
     report["random_pixel_change"] = baseline
     report["beats_random"] = {m: sum(r["pixel_change"] > baseline for r in report["methods"][m])
-                              for m in latent.METHODS}
+                              for m in found if m != "random"}
+    if "learned" in found:
+        report["learned"] = {"steps": learned_steps, "reconstructor_accuracy": statistics.fmean(strength["learned"]),
+                             "chance": 1 / count}
 
     grid_labels = (torch.arange(8) % classes) if classes else None
     for mode in ("lerp", "slerp"):
@@ -236,12 +245,16 @@ def summary(report: dict[str, Any]) -> str:
         return f"explore skipped: {report['skipped']}; wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/skipped.txt saying so"
     lines = [f"directions of {report['variant']} (step {report['alpha']}, {report['probes']} probe latents); "
              f"a random direction changes pixels by {report['random_pixel_change']:.4f} per unit step"]
-    for method in (*latent.METHODS, "random"):
+    for method in report["methods"]:
         rows = report["methods"][method]
         effects = ", ".join(f"{r['pixel_change']:.4f}" + ("" if r["label_flip"] is None else f"/{r['label_flip']:.2f}")
                             for r in rows)
         beats = "" if method == "random" else f"; {report['beats_random'][method]}/{len(rows)} beat random"
-        lines.append(f"  {method:<6} pixel change{'/label flip' if report['classifier'] else ''}: {effects}{beats}")
+        lines.append(f"  {method:<7} pixel change{'/label flip' if report['classifier'] else ''}: {effects}{beats}")
+    if "learned" in report:
+        lines.append(f"  learned directions: the reconstructor tells which one moved an image for "
+                     f"{report['learned']['reconstructor_accuracy']:.3f} of fresh shifts (chance "
+                     f"{report['learned']['chance']:.3f}; {report['learned']['steps']} steps)")
     ar = report.get("arithmetic", {})
     if "skipped" in ar:
         lines.append(f"class-mean arithmetic skipped: {ar['skipped']}")
@@ -257,7 +270,8 @@ def summary(report: dict[str, Any]) -> str:
             kept = f", label preservation {r['label_preservation']:.3f}" if "label_preservation" in r else ""
             lines.append(f"  inversion of {inv['images']} holdout images, {name}: PSNR {r['psnr']:.2f} dB, "
                          f"SSIM {r['ssim']:.3f}{kept}")
-    lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ (interpolation-lerp.png, interpolation-slerp.png, "
-                 f"sefa.png, pca.png, random.png{', arithmetic.png' if ar and 'skipped' not in ar else ''}"
-                 f"{', inversion.png' if inv and 'skipped' not in inv else ''})")
+    grids = ["interpolation-lerp.png", "interpolation-slerp.png", *(f"{m}.png" for m in report["methods"])]
+    grids += ["arithmetic.png"] if ar and "skipped" not in ar else []
+    grids += ["inversion.png"] if inv and "skipped" not in inv else []
+    lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ ({', '.join(grids)})")
     return "\n".join(lines)

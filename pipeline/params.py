@@ -91,6 +91,7 @@ class ExploreConfig:
     invert: int = 64           # holdout images inverted (0: none)
     invert_steps: int = 200    # gradient steps on z per inversion
     encoder_steps: int = 500   # training steps of the encoder that starts each inversion (and serving's)
+    learned_steps: int = 1000  # training steps of the learned directions and their reconstructor (0: none)
     seed: int = 0
 
     def validate(self, where: str) -> None:
@@ -98,7 +99,7 @@ class ExploreConfig:
         require(0 < self.alpha <= 10, f"{where}.alpha", f"got {self.alpha}; expected a step in (0, 10]")
         require(1 <= self.probes <= 4096, f"{where}.probes", f"got {self.probes}; expected 1..4096")
         require(0 <= self.invert <= 4096, f"{where}.invert", f"got {self.invert}; expected 0..4096")
-        for key in ("invert_steps", "encoder_steps"):
+        for key in ("invert_steps", "encoder_steps", "learned_steps"):
             value = getattr(self, key)
             require(0 <= value <= 100_000, f"{where}.{key}", f"got {value}; expected 0..100000")
         require_seed(self.seed, f"{where}.seed")

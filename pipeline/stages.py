@@ -357,9 +357,11 @@ def explore(params: Params) -> dict[str, Any]:
     cfg = params.explore
     report = exploring.explore(artifact, count=cfg.directions, alpha=cfg.alpha, probes=cfg.probes,
                                evaluator=paths.EVALUATOR, holdout=paths.PREPARED / "holdout.pt", invert=cfg.invert,
-                               invert_steps=cfg.invert_steps, encoder_steps=cfg.encoder_steps, seed=cfg.seed,
+                               invert_steps=cfg.invert_steps, encoder_steps=cfg.encoder_steps,
+                               learned_steps=cfg.learned_steps, seed=cfg.seed,
                                generator_hash=generator_hash, names={k: f"explore.{k}" for k in (
-                                   "directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps")})
+                                   "directions", "alpha", "probes", "invert", "invert_steps", "encoder_steps",
+                                   "learned_steps")})
     _log_explore(params, report)
     return report
 
@@ -376,6 +378,8 @@ def _log_explore(params: Params, report: dict[str, Any]) -> None:
 
         values = {f"explore_{m}_beats_random": n for m, n in report["beats_random"].items()}
         values["explore_random_pixel_change"] = report["random_pixel_change"]
+        if "learned" in report:
+            values["explore_learned_accuracy"] = report["learned"]["reconstructor_accuracy"]
         if "transfer" in report.get("arithmetic", {}):
             values["explore_arithmetic_transfer"] = report["arithmetic"]["transfer"]
         for stage, scores in (report.get("inversion") or {}).items():

@@ -21,7 +21,7 @@ TINY = {
               "eval_every": 20, "eval_samples": 50},
     "model": {"width": 16, "z_dim": 16},
     "evaluate": {"num_samples": 200, "evaluator_epochs": 3, "batch_size": 100, "kid_subset_size": 50},
-    "explore": {"probes": 16, "invert": 8, "invert_steps": 20, "encoder_steps": 60},
+    "explore": {"probes": 16, "invert": 8, "invert_steps": 20, "encoder_steps": 60, "learned_steps": 20},
 }
 
 

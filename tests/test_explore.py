@@ -97,7 +97,7 @@ def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch
     Path("data/prepared").mkdir(parents=True)
     save_torch(Dataset.single(holdout).to_dict(), "data/prepared/holdout.pt")
     assert main(["explore", "--checkpoint", str(gen), "--directions", "3", "--probes", "16", "--invert", "4",
-                 "--invert-steps", "30", "--encoder-steps", "30"]) == 0
+                 "--invert-steps", "30", "--encoder-steps", "30", "--learned-steps", "20"]) == 0
     report = json.loads(Path("metrics/explore.json").read_text())
     inv = report["inversion"]
     assert inv["images"] == 4 and inv["optimised"]["psnr"] >= inv["encoder"]["psnr"], inv
@@ -105,7 +105,10 @@ def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch
     assert report["arithmetic"] == {"skipped": "no evaluator classifier (models/evaluator.pt) to tell the classes apart"}
     with Image.open("samples/directions/inversion.png") as img:  # real | start | result, one row per image
         assert img.size[0] < img.size[1]
-    assert set(report["methods"]) == {"sefa", "pca", "random"} and all(len(r) == 3 for r in report["methods"].values())
+    assert set(report["methods"]) == {"sefa", "pca", "learned", "random"}
+    assert all(len(r) == 3 for r in report["methods"].values())
+    assert report["learned"]["steps"] == 20 and report["learned"]["chance"] == pytest.approx(1 / 3)
+    assert [r["strength"] for r in report["methods"]["learned"]] != [None] * 3  # each one's reconstructor accuracy
     top = report["methods"]["sefa"][0]["pixel_change"]
     # The planted direction moves the image more than a random one (by far: it carries the first layer).
     assert top > 2 * report["random_pixel_change"], report
@@ -113,12 +116,37 @@ def test_explore_writes_directions_grids_and_effects(tmp_path: Path, monkeypatch
     assert all(r["label_flip"] is None for r in report["methods"]["sefa"])
     saved = load_torch("models/directions.pt")
     assert saved["sefa"].shape == (3, 8) and torch.allclose(saved["sefa"].norm(dim=1), torch.ones(3))
-    for name in ("interpolation-lerp", "interpolation-slerp", "sefa", "pca", "random"):
+    for name in ("interpolation-lerp", "interpolation-slerp", "sefa", "pca", "learned", "random"):
         assert Path(f"samples/directions/{name}.png").is_file(), name
     with Image.open("samples/directions/sefa.png") as img:  # 7 steps across, one row per direction
         width, height = img.size
     assert width > height and round(width / height) == round(7 / 3)
     assert "sefa" in capsys.readouterr().out
+
+
+def test_learned_directions_become_distinct_to_their_reconstructor() -> None:
+    """Voynov and Babenko's directions: trained from random starts until a reconstructor tells which of them
+    moved an image, well above chance (1/3), unit length, and the same for the same seed."""
+    class Toy(torch.nn.Module):  # a 16x16 image whose pixels are squashed linear functions of z
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Linear(8, 256)
+
+        def forward(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            return torch.tanh(self.w(z)).view(-1, 1, 16, 16)
+
+    torch.manual_seed(3)
+    g = Toy().eval()
+    kwargs = dict(z_dim=8, channels=1, num_classes=0, k=3, steps=150, seed=4)
+    d, accuracy = latent.learned_directions(g, **kwargs)
+    assert d.shape == (3, 8) and torch.allclose(d.norm(dim=1), torch.ones(3))
+    assert accuracy.shape == (3,) and accuracy.mean() > 0.6, accuracy
+    start = torch.randn(3, 8, generator=torch.Generator().manual_seed(4))
+    moved = (d * (start / start.norm(dim=1, keepdim=True))).sum(1)
+    assert (moved < 0.99999).all(), moved  # the directions were trained, not left where they started
+    again, _ = latent.learned_directions(g, **kwargs)
+    assert torch.allclose(again, d)
+    assert all(p.requires_grad for p in g.parameters())
 
 
 def test_interpolation_rows_start_and_end_at_the_seeds_samples() -> None:
@@ -153,12 +181,14 @@ def test_explore_says_why_it_skips_the_inversion(tmp_path: Path, monkeypatch: py
     monkeypatch.chdir(tmp_path)
     shutil.copy(ROOT / "params.yaml", "params.yaml")
     gen = _generator_file(tmp_path / "generator.pt")
-    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5"]) == 0
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5",
+                 "--learned-steps", "0"]) == 0
     assert "inversion skipped: no data/prepared/holdout.pt: run gans prepare first" in capsys.readouterr().out
     Path("data/prepared").mkdir(parents=True)
     wrong = ImageSet(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), None, ())
     save_torch(Dataset.single(wrong).to_dict(), "data/prepared/holdout.pt")
-    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5"]) == 0
+    assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--encoder-steps", "5",
+                 "--learned-steps", "0"]) == 0
     assert json.loads(Path("metrics/explore.json").read_text())["inversion"] == {
         "skipped": "data/prepared/holdout.pt holds (1, 8, 8) images; the generator draws (1, 16, 16)"}
 
@@ -230,7 +260,7 @@ def test_a_served_generator_inverts_images_with_the_explore_encoder(tmp_path: Pa
     shutil.copy(ROOT / "params.yaml", "params.yaml")
     gen = _generator_file(tmp_path / "generator.pt")
     assert main(["explore", "--checkpoint", str(gen), "--directions", "1", "--probes", "4", "--invert", "0",
-                 "--encoder-steps", "150", "--invert-steps", "150"]) == 0
+                 "--encoder-steps", "150", "--invert-steps", "150", "--learned-steps", "0"]) == 0
     artifact = load_artifact(gen)
     from gans.io import file_hash
 
