@@ -126,6 +126,8 @@ def explore(artifact: Any, *, count: int, alpha: float, probes: int = 64, evalua
                 for i, d in enumerate(directions)]
         _png(SAMPLES / f"{method}.png", torch.cat(rows), per_row=len(ALPHAS))
     report["arithmetic"] = _arithmetic(render, classify, artifact, seed)
+    if artifact.spec.get("conditioning") == "infogan":
+        report["infogan"] = _infogan_traversals(render, artifact, classify, seed)
     encoder = None
     if encoder_steps:
         encoder = latent.train_encoder(generator, z_dim=z_dim, channels=artifact.spec["channels"],
@@ -235,6 +237,41 @@ def _arithmetic(render: Any, classify: Any, artifact: Any, seed: int) -> dict[st
     return {"class_counts": counts.tolist(), "pairs": pairs, "transfer": transfer, "random_offset": baseline}
 
 
+CODE_VALUES = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)  # trained on U(-1, 1): past it too, as Chen et al. show
+
+
+def _infogan_traversals(render: Any, artifact: Any, classify: Any, seed: int) -> dict[str, Any]:
+    """InfoGAN's codes as traversals: one grid with the categorical code's values across (one row per seed, the
+    rest of the latent fixed), one per continuous code moved over CODE_VALUES; with the classifier, the share
+    of rows whose digit changes along each continuous code (a code that moves style keeps it)."""
+    k, n = artifact.num_classes, int(artifact.spec.get("info_continuous", 0))
+    z_dim, rows = artifact.z_dim, 8
+    z = latents_for_seeds(range(seed, seed + rows), z_dim)
+    base = torch.cat([z, torch.zeros(rows, n)], 1)
+    grid = torch.cat([render(base, torch.full((rows,), c)) for c in range(k)], 0)  # column-major: one code a pass
+    order = torch.arange(rows * k).view(k, rows).T.reshape(-1)  # row r: the seed r under codes 0..k-1
+    _png(SAMPLES / "infogan-categorical.png", grid[order], per_row=k)
+    report: dict[str, Any] = {"categories": k, "continuous": n, "values": list(CODE_VALUES),
+                              "grids": ["infogan-categorical.png"]}
+    digit_changes = []
+    for j in range(n):
+        cells, flips = [], []
+        for r in range(rows):
+            codes = torch.zeros(len(CODE_VALUES), n)
+            codes[:, j] = torch.tensor(CODE_VALUES)
+            images = render(torch.cat([z[r:r + 1].expand(len(CODE_VALUES), -1), codes], 1),
+                            torch.zeros(len(CODE_VALUES), dtype=torch.int64))
+            cells.append(images)
+            if classify is not None:
+                predicted = classify(images.float() / 255)
+                flips.append(float((predicted != predicted[len(CODE_VALUES) // 2]).any()))
+        _png(SAMPLES / f"infogan-continuous-{j}.png", torch.cat(cells), per_row=len(CODE_VALUES))
+        report["grids"].append(f"infogan-continuous-{j}.png")
+        digit_changes.append(statistics.fmean(flips) if flips else None)
+    report["continuous_digit_change"] = digit_changes
+    return report
+
+
 def _png(path: Path, images: torch.Tensor, per_row: int) -> None:
     grid = image_grid(images, per_row=per_row)
     atomic_write(path, lambda tmp: tmp.write_bytes(png_bytes(grid)))
@@ -261,6 +298,12 @@ def summary(report: dict[str, Any]) -> str:
     elif ar:
         lines.append(f"  class-mean arithmetic over {ar['pairs']} class pairs: z + mean_b - mean_a draws a b for "
                      f"{ar['transfer']:.3f} of samples (a random offset of the same length: {ar['random_offset']:.3f})")
+    info = report.get("infogan")
+    if info:
+        changes = ", ".join("-" if c is None else f"{c:.2f}" for c in info["continuous_digit_change"])
+        lines.append(f"  InfoGAN codes: the categorical code ({info['categories']} values) and {info['continuous']} "
+                     f"continuous codes traversed over {info['values'][0]:g}..{info['values'][-1]:g}"
+                     + (f"; rows whose digit changes along each continuous code: {changes}" if changes else ""))
     inv = report.get("inversion")
     if inv and "skipped" in inv:
         lines.append(f"inversion skipped: {inv['skipped']}")
@@ -272,6 +315,7 @@ def summary(report: dict[str, Any]) -> str:
                          f"SSIM {r['ssim']:.3f}{kept}")
     grids = ["interpolation-lerp.png", "interpolation-slerp.png", *(f"{m}.png" for m in report["methods"])]
     grids += ["arithmetic.png"] if ar and "skipped" not in ar else []
+    grids += report.get("infogan", {}).get("grids", [])
     grids += ["inversion.png"] if inv and "skipped" not in inv else []
     lines.append(f"wrote {DIRECTIONS}, {METRICS} and {SAMPLES}/ ({', '.join(grids)})")
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -22,6 +23,7 @@ from gans.families import load_artifact
 from gans.families.noise import GeneratorArtifact
 from gans.families.noise.nets import NetSpec, build_networks
 from gans.io import load_torch, save_torch
+from gans.sampling import latents_for_seeds
 from pipeline.cli import main
 from pipeline.registry import encoder_file
 from pipeline.serving import ArtifactModel
@@ -300,3 +302,45 @@ def test_a_served_generator_inverts_images_with_the_explore_encoder(tmp_path: Pa
     with pytest.raises(MlflowException, match="registered without the explore stage's encoder"):
         bare.predict(None, pd.DataFrame([{"image": image}]))
     assert len(bare.predict(None, pd.DataFrame([{"seed": 1}]))) == 1  # it still draws
+
+
+def test_infogan_codes_are_traversed_one_grid_per_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An InfoGAN generator: a grid of each seed under every value of the categorical code, and one per continuous
+    code moved over CODE_VALUES, the rest of the latent fixed."""
+    from pipeline.explore import CODE_VALUES
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", "params.yaml")
+    torch.manual_seed(0)
+    spec = NetSpec(channels=1, resolution=16, z_dim=8, width=8, num_classes=4, conditioning="infogan",
+                   info_continuous=2)
+    g, _ = build_networks("dcgan", spec)
+    with torch.no_grad():  # weights large enough for the image to depend on the codes, batch norm's statistics set
+        for m in g.modules():
+            if isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.Conv2d, torch.nn.Linear)):
+                m.weight.mul_(20)
+        g.train()
+        for _ in range(30):
+            g(torch.randn(64, 10), torch.randint(4, (64,)))
+    save_torch({"spec": asdict(spec), "variant": {"name": "infogan", "architecture": "dcgan"},
+                "state_dict": g.state_dict()}, tmp_path / "generator.pt")
+    assert main(["explore", "--checkpoint", str(tmp_path / "generator.pt"), "--directions", "2", "--probes", "4",
+                 "--invert", "0", "--encoder-steps", "0", "--learned-steps", "0"]) == 0
+    info = json.loads(Path("metrics/explore.json").read_text())["infogan"]
+    assert info["categories"] == 4 and info["continuous"] == 2 and info["continuous_digit_change"] == [None, None]
+    assert info["grids"] == ["infogan-categorical.png", "infogan-continuous-0.png", "infogan-continuous-1.png"]
+    artifact = load_artifact(tmp_path / "generator.pt")
+    render = latent.renderer(artifact.generator, torch.device("cpu"))
+    z = latents_for_seeds([1], 8)  # row 1 of the grids: seed 1 (explore.seed 0)
+    with Image.open("samples/directions/infogan-categorical.png") as img:
+        assert img.size == (4 * 18 + 2, 8 * 18 + 2)  # 4 codes across, 8 seeds down
+        cell = torch.from_numpy(np.array(img.convert("L")))[18 + 2:18 + 2 + 16, 2 * 18 + 2:2 * 18 + 2 + 16]
+    expected = render(torch.cat([z, torch.zeros(1, 2)], 1), torch.tensor([2]))[0, 0]
+    assert (cell.int() - expected.int()).abs().max() <= 1  # seed 1 under categorical code 2
+    other = render(torch.cat([z, torch.zeros(1, 2)], 1), torch.tensor([3]))[0, 0]
+    assert (other.int() - expected.int()).abs().max() > 8  # the codes draw different images: the check can fail
+    with Image.open("samples/directions/infogan-continuous-1.png") as img:
+        assert img.size == (len(CODE_VALUES) * 18 + 2, 8 * 18 + 2)
+        cell = torch.from_numpy(np.array(img.convert("L")))[18 + 2:18 + 2 + 16, 2:2 + 16]
+    expected = render(torch.cat([z, torch.tensor([[0.0, CODE_VALUES[0]]])], 1), torch.tensor([0]))[0, 0]
+    assert (cell.int() - expected.int()).abs().max() <= 1  # seed 1, continuous code 1 at its lowest value
