@@ -8,6 +8,7 @@ import contextlib
 import csv
 import hashlib
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -328,7 +329,8 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
 
         numbers = {f"eval_{k}": float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        client.log_batch(run_id, metrics=[Metric(k, v, 0, int(metrics["step"])) for k, v in numbers.items()])
+        now = int(time.time() * 1000)  # not 0: a re-evaluation at the same step must not repeat (key, time, step)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, int(metrics["step"])) for k, v in numbers.items()])
         client.set_tag(run_id, "extractor", metrics["extractor"])
         meta = read_json(paths.PREPARED / "meta.json", "prepare")
         client.log_inputs(run_id, [tracking.dataset_input(meta, "holdout", "eval", tracking.dvc_remote())])
@@ -371,7 +373,8 @@ def _log_explore(params: Params, report: dict[str, Any]) -> None:
     arithmetic and inversion scores (metrics ``explore_*``), metrics/explore.json and the grids."""
     from pipeline import explore as exploring
 
-    run_id = read_json(paths.TRAIN_METRICS, "train").get("run_id") if paths.TRAIN_METRICS.is_file() else None
+    trained = read_json(paths.TRAIN_METRICS, "train") if paths.TRAIN_METRICS.is_file() else {}
+    run_id, step = trained.get("run_id"), int(trained.get("steps", 0))
 
     def log(client) -> None:
         from mlflow.entities import Metric
@@ -385,7 +388,10 @@ def _log_explore(params: Params, report: dict[str, Any]) -> None:
         for stage, scores in (report.get("inversion") or {}).items():
             if isinstance(scores, dict):
                 values.update({f"explore_inversion_{stage}_{k}": v for k, v in scores.items()})
-        client.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in values.items()])
+        # Stamped now, at the training step: a rerun (after a resumed training) adds a point, never a duplicate of
+        # (key, timestamp, step), which MLflow's logged-model metric table refuses.
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
         client.log_artifact(run_id, str(exploring.METRICS), "metrics")
         client.log_artifacts(run_id, str(exploring.SAMPLES), "samples/directions")
 

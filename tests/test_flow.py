@@ -61,6 +61,7 @@ def test_flow_runs_every_stage_and_publishes_a_summary(prefect_server, tmp_path:
 
     found = _summaries()
     assert found and "| FID |" in found[-1].data
+    assert "| directions beating random | sefa " in found[-1].data and "| holdout inversion | PSNR " in found[-1].data
 
 
 @pytest.mark.e2e
@@ -146,6 +147,8 @@ def test_the_summary_shows_the_family_s_metrics() -> None:
                 "| FID b2a | 6.000 |", "| champion | no: not comparable |"):
         assert row in md, row
     assert "| IS |" not in md  # a translator has no Inception Score
+    skipped = metrics_markdown(train, evaluation, registered, explored={"skipped": "cyclegan is a translation model"})
+    assert "| latent tools | skipped: cyclegan is a translation model |" in skipped
     assert "MLflow run" not in md  # a local store: no server to link to
     url = "http://mlflow.example.com:5000/#/models/digits2mnist/versions/3"
     assert f"| model version | [{url}]({url}) |" in metrics_markdown(train, evaluation, registered,

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import requests
 import torch
+import yaml
 from PIL import Image
 from torchvision.io import encode_png
 
@@ -73,7 +74,8 @@ def test_outputs_round_trip_through_a_dvc_remote_and_a_clone_reruns_nothing(tiny
     run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
     assert not (clone / "models/generator.pt").exists() and not (clone / "models/checkpoints").exists()
     run(["dvc", "pull"], clone)
-    cached = ["models/generator.pt", "models/evaluator.pt", "samples/grid.png", "data/prepared", "data/augmented"]
+    cached = ["models/generator.pt", "models/evaluator.pt", "samples/grid.png", "data/prepared", "data/augmented",
+              "models/directions.pt", "samples/directions"]
     for name in cached:
         files = sorted(p.relative_to(origin) for p in [origin / name, *(origin / name).rglob("*")] if p.is_file())
         assert files, name
@@ -82,8 +84,31 @@ def test_outputs_round_trip_through_a_dvc_remote_and_a_clone_reruns_nothing(tiny
     assert "up to date" in run(["dvc", "status"], clone).stdout
     before = (clone / "models/generator.pt").stat().st_mtime_ns
     out = run(["dvc", "repro"], clone).stdout
-    assert "Running stage" not in out and out.count("didn't change, skipping") == 6, out
+    assert "Running stage" not in out and out.count("didn't change, skipping") == 7, out
     assert (clone / "models/generator.pt").stat().st_mtime_ns == before
+
+
+def test_training_on_into_the_same_run_explores_and_registers_again(tiny_repo: Path, tmp_path: Path) -> None:
+    """More steps resume the training run: evaluate, explore and register run again on the new generator and
+    log into the same MLflow run, and the new version is logged (MLflow links a run's metrics to the logged
+    model and refuses two points of one key at the same time and step, which a rerun must never write)."""
+    import mlflow
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_repo, repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["steps"] = 45
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(["dvc", "repro"], repo).stdout
+    for stage in ("train", "evaluate", "explore", "register"):
+        assert f"Running stage '{stage}'" in out, out
+    uri = f"sqlite:///{repo}/mlflow.db"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = json.loads((repo / "metrics/train.json").read_text())["run_id"]
+    assert run_id == json.loads((tiny_repo / "metrics/train.json").read_text())["run_id"]
+    history = client.get_metric_history(run_id, "explore_random_pixel_change")
+    assert sorted(m.step for m in history) == [40, 45], history
+    assert json.loads((repo / "metrics/register.json").read_text())["version"] == 2
 
 
 def test_registered_champion_with_tags(tiny_repo: Path) -> None:
