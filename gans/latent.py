@@ -28,8 +28,6 @@ from tqdm.auto import tqdm
 from gans.data import to_uint8
 from gans.sampling import latents_for_seeds
 
-METHODS = ("sefa", "pca", "learned")
-
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return (1 - t) * a + t * b
