@@ -403,6 +403,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"--version: got {args.version}; model versions are numbered from 1")
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params, args.version)
     graphs = {g.name: g for g in artifact.graphs()}
+    if not graphs:
+        raise ConfigError(f"{artifact.variant} ({artifact.family}) has no portable export: it samples with a loop of "
+                          "one network step per pixel, not one graph; serve it (gans serve) or load "
+                          "models/generator.pt in Python")
     if artifact.kind == "translate" and "generator" in graphs:  # one graph takes the target domain as an input
         if args.direction is not None:
             raise ConfigError(f"--direction: {artifact.variant} exports one graph for every domain (its 'target' "

@@ -27,9 +27,10 @@ ALPHAS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 
 def no_latent(artifact: Any) -> str | None:
     """Why ``artifact`` has no latent to explore, or None."""
-    if artifact.kind == "generate":
+    if artifact.kind == "generate" and getattr(artifact, "z_dim", 0):
         return None
-    return (f"{artifact.variant} is a {artifact.family} model; latent directions need a generator that draws "
+    what = " that draws images pixel by pixel, without a latent" if artifact.kind == "generate" else ""
+    return (f"{artifact.variant} is a {artifact.family} model{what}; latent directions need a generator that draws "
             "images from a latent (a noise-to-image variant)")
 
 

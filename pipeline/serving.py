@@ -152,6 +152,20 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
     return seeds, labels
 
 
+def refuse_latent_columns(frame: Any, artifact: Any) -> None:
+    """A model without a latent (a PixelCNN) draws from seeds only: a row with 'direction', 'alpha' or 'image'
+    asks for an edit or an inversion it cannot make, and is refused rather than answered as a plain draw."""
+    if not isinstance(frame, pd.DataFrame):
+        return
+    for column in ("direction", "alpha", "image"):
+        if column in frame.columns:
+            given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
+            if given:
+                raise _bad(f"row {given[0]}: '{column}' given, but {artifact.variant} ({artifact.family}) has no latent "
+                           "to edit or invert: it draws images pixel by pixel from a 'seed'; drop "
+                           f"'{column}'")
+
+
 def inverting(frame: Any) -> bool:
     """Whether a ``generate`` request asks for latents: any row with an ``image``."""
     return isinstance(frame, pd.DataFrame) and "image" in frame.columns and \
@@ -309,6 +323,8 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
             z, drawn = artifact.invert(images, labels)
             return pd.DataFrame({"latent": [[round(float(v), 6) for v in row] for row in z.tolist()],
                                  "png": _encode(drawn)["png"]})
+        if not hasattr(artifact, "edit"):
+            refuse_latent_columns(model_input, artifact)
         seeds, labels = validate_rows(model_input, num_classes=artifact.num_classes, max_rows=self.max_rows)
         edits = validate_edits(model_input, directions=artifact.edit_directions) \
             if hasattr(artifact, "edit") else None

@@ -20,11 +20,12 @@ from gans.data import Dataset, ImageSet
 from gans.family import Artifact, Family, Recipe
 from gans.families.noise import NOISE
 from gans.families.multidomain import MULTIDOMAIN
+from gans.families.pixelcnn import PIXELCNN
 from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
