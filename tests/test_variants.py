@@ -155,11 +155,22 @@ def test_overrides_swap_axes_and_bad_ones_name_the_key() -> None:
            ({"regularizers": ["magic"]}, "model.overrides.regularizers[0]: got 'magic'"),
            ({"reg_args": {"gp": {"lambda": 3}}}, "model.overrides.reg_args.gp.lambda: unknown argument of gp"),
            ({"conditioning": "telepathy"}, "model.overrides.conditioning: got 'telepathy'"),
-           ({"n_critic": 0}, "model.overrides.n_critic: got 0; expected >= 1")]
+           ({"n_critic": 0}, "model.overrides.n_critic: got 0; expected >= 1"),
+           ({"info_weight": -1.0}, "model.overrides.info_weight: got -1.0; expected >= 0")]
     for overrides, fragment in bad:
         with pytest.raises(ConfigError) as err:
             resolve_variant(ModelConfig(variant="fgan" if "loss_args" in overrides else "dcgan", overrides=overrides))
         assert fragment in str(err.value)
+
+
+def test_infogan_mutual_information_weights_are_preset_fields_the_objective_uses() -> None:
+    from gans.families.noise import build_objective, build_spec
+
+    v = resolve_variant(ModelConfig(variant="infogan", overrides={"info_weight": 5.0, "info_continuous_weight": 0.0}))
+    spec = build_spec(v, ModelConfig(variant="infogan", z_dim=8, width=8), channels=1, resolution=16, data_classes=0)
+    objective = build_objective(v, *build_networks(v.architecture, spec))
+    assert (objective.extras.info_weight, objective.extras.info_continuous_weight) == (5.0, 0.0)
+    assert (PRESETS["infogan"].info_weight, PRESETS["infogan"].info_continuous_weight) == (1.0, 0.1)  # the paper's
 
 
 def test_conditional_variant_on_unlabelled_data_is_a_clear_error(tmp_path: Path) -> None:

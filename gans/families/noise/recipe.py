@@ -39,6 +39,7 @@ def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment: Augme
     regs = tuple(REGULARIZERS[r](**variant.reg_args.get(r, {})) for r in variant.regularizers if r in REGULARIZERS)
     extras = Extras(acgan=variant.conditioning == "acgan", infogan=variant.conditioning == "infogan",
                     info_categories=variant.info_categories, info_continuous=variant.info_continuous,
+                    info_weight=variant.info_weight, info_continuous_weight=variant.info_continuous_weight,
                     feature_matching=variant.feature_matching)
     return GANObjective(generator=G, discriminator=D, loss=LOSSES[variant.loss](**variant.loss_args),
                         regularizers=regs, extras=extras, **({"augment": augment} if augment else {}))

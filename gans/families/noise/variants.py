@@ -28,6 +28,8 @@ class Variant(Composition):
     conditioning: Literal["none", "concat", "projection", "acgan", "infogan"] = "none"
     info_categories: int = 10
     info_continuous: int = 2
+    info_weight: float = 1.0  # InfoGAN: lambda of the categorical code's mutual-information term
+    info_continuous_weight: float = 0.1  # and of the continuous codes' (Gaussian, unit variance)
     d_norm: Literal["batch", "layer", "none"] = "batch"
     d_dropout: float = 0.0
     minibatch_features: int = 0
@@ -116,6 +118,8 @@ def resolve_variant(cfg: ModelConfig) -> Variant:
     check_regularizers(v.regularizers, v.reg_args, where, known=ARCHITECTURAL_REGULARIZERS)
     v.check_optimizer(where)
     require(v.info_categories >= 1, f"{where}.info_categories", f"got {v.info_categories}; expected >= 1")
+    for key in ("info_weight", "info_continuous_weight"):
+        require(getattr(v, key) >= 0, f"{where}.{key}", f"got {getattr(v, key)}; expected >= 0")
     require(0 <= v.d_dropout < 1, f"{where}.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
     if "ct" in v.regularizers:
         require(v.d_dropout > 0, f"{where}.d_dropout", "the ct regularizer needs discriminator dropout > 0")
