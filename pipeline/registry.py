@@ -242,8 +242,8 @@ def encoder_file(path: Path | None, generator_hash: str, artifact: Any) -> str |
     for serving's image -> latent; else None, with a warning when the file is there but does not fit."""
     from gans.io import load_torch
 
-    if artifact.kind != "generate" or path is None or not Path(path).is_file():
-        return None
+    if not hasattr(artifact, "attach_encoder") or path is None or not Path(path).is_file():
+        return None  # a translator or a PixelCNN has no latent to invert into
     try:
         saved = load_torch(path, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - a damaged side file costs the encoder, never the registration

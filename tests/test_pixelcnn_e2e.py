@@ -29,7 +29,8 @@ def cpixelcnn(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                     "eval_every": 10}})
     params["model"]["z_dim"] = 64  # the family has no latent: z_dim stays at its default
     repo = make_project(tmp_path_factory.mktemp("cpixelcnn"), params)
-    run(["dvc", "repro"], repo)
+    proc = run(["dvc", "repro"], repo)
+    (repo.parent / "repro.log").write_text(proc.stdout + proc.stderr)  # beside the repo, not in it
     return repo
 
 
@@ -49,6 +50,7 @@ def test_pixelcnn_through_dvc_reports_bits_per_dim_beside_fid_and_registers(cpix
         assert key in ev, key
     assert ev["num_samples"] == 200 and ev["sample_ms_per_image"] > 0
     assert reg["champion"] and reg["metric"] == "bits_per_dim"
+    assert "encoder" not in (cpixelcnn.parent / "repro.log").read_text()  # no latent: no encoder to miss
     grid = Image.open(cpixelcnn / "samples/grid.png")
     assert grid.size == (8 * 18 + 2, 10 * 18 + 2)  # a row per class
     assert _json(cpixelcnn, "explore")["skipped"].startswith(
