@@ -104,7 +104,7 @@ class PixelRecipe(StatelessRecipe):
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         """What ``models/generator.pt`` holds for a PixelCNN: the EMA weights and all that rebuilds them."""
         return {"family": FAMILY, "artifact": "generate", "state_dict": weights(ema["G_ema"]),
-                "spec": asdict(self.spec), "variant": {k: v for k, v in asdict(self.comp).items()},
+                "spec": asdict(self.spec), "variant": asdict(self.comp),
                 "model": to_dict(self.model_cfg), "classes": list(self.classes), "step": step}
 
     def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
