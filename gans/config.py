@@ -190,6 +190,7 @@ class DataConfig:
     max_images: int = 0  # 0 keeps every image
     root: str = "data/raw"  # where torchvision datasets live
     scale: int = 0  # super-resolution: pair each image with its bicubic downscale by this factor (0: off)
+    labels_per_class: int = 0  # semi-supervised: keep this many training labels per class (0: every label)
 
     def validate(self, where: str) -> None:
         require(8 <= self.resolution <= 256, f"{where}.resolution", f"got {self.resolution}; expected 8..256")
@@ -201,6 +202,8 @@ class DataConfig:
         ok = 0.0 < self.holdout_fraction < 0.5
         require(ok, f"{where}.holdout_fraction", f"got {self.holdout_fraction}; expected a number in (0, 0.5)")
         require(self.max_images >= 0, f"{where}.max_images", f"got {self.max_images}; expected >= 0 (0 = all)")
+        require(self.labels_per_class >= 0, f"{where}.labels_per_class",
+                f"got {self.labels_per_class}; expected >= 0 (0 keeps every label)")
         require_seed(self.seed, f"{where}.seed")
 
 

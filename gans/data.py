@@ -25,13 +25,17 @@ class DataError(ValueError):
 @dataclass(frozen=True)
 class ImageSet:
     """images: (N, C, R, R) uint8; labels: (N,) int64 or None. ``attributes`` (N, K) uint8 0/1, named by
-    ``attribute_names``: the domains or attributes of each image (the ``attributes`` layout, StarGAN)."""
+    ``attribute_names``: the domains or attributes of each image (the ``attributes`` layout, StarGAN).
+    ``known`` (N,) bool: which labels a model may learn from (``data.labels_per_class``; None: all of them).
+    The other labels stay in the file for the evaluator, which measures; the semi-supervised family trains
+    on the known ones only, and every other family refuses a set with unknown labels."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
     classes: tuple[str, ...]
     attributes: torch.Tensor | None = None
     attribute_names: tuple[str, ...] = ()
+    known: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -39,12 +43,18 @@ class ImageSet:
     def subset(self, index: torch.Tensor) -> "ImageSet":
         labels = None if self.labels is None else self.labels[index]
         attributes = None if self.attributes is None else self.attributes[index]
-        return ImageSet(self.images[index], labels, self.classes, attributes, self.attribute_names)
+        known = None if self.known is None else self.known[index]
+        return ImageSet(self.images[index], labels, self.classes, attributes, self.attribute_names, known)
 
     def with_images(self, images: torch.Tensor, labels: torch.Tensor | None = None,
-                    attributes: torch.Tensor | None = None) -> "ImageSet":
+                    attributes: torch.Tensor | None = None, known: torch.Tensor | None = None) -> "ImageSet":
         """The same classes and attribute names over other rows."""
-        return ImageSet(images, labels, self.classes, attributes, self.attribute_names)
+        return ImageSet(images, labels, self.classes, attributes, self.attribute_names, known)
+
+    @property
+    def partly_labelled(self) -> bool:
+        """Whether some labels are held back from training (``data.labels_per_class``)."""
+        return self.known is not None and not bool(self.known.all())
 
     @property
     def exclusive(self) -> bool:
@@ -61,12 +71,16 @@ class ImageSet:
         if self.attributes is not None:
             h.update(",".join(self.attribute_names).encode())
             h.update(self.attributes.contiguous().numpy().tobytes())
+        if self.known is not None:  # another labelled subset is other data: versions never compete across them
+            h.update(b"known:" + self.known.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def to_dict(self) -> dict:
         out = {"images": self.images, "labels": self.labels, "classes": list(self.classes)}
         if self.attributes is not None:
             out.update(attributes=self.attributes, attribute_names=list(self.attribute_names))
+        if self.known is not None:
+            out["known"] = self.known
         return out
 
     @classmethod
@@ -81,7 +95,11 @@ class ImageSet:
         attributes, names = d.get("attributes"), tuple(d.get("attribute_names", ()))
         if attributes is not None and not (torch.is_tensor(attributes) and tuple(attributes.shape) == (len(images), len(names))):
             raise ValueError("'attributes' is not a tensor with one row of attribute_names per image")
-        return cls(images, labels, tuple(d["classes"]), attributes, names)
+        known = d.get("known")
+        if known is not None and not (torch.is_tensor(known) and known.dtype == torch.bool
+                                      and tuple(known.shape) == (len(images),) and labels is not None):
+            raise ValueError("'known' is not a bool tensor with one entry per labelled image")
+        return cls(images, labels, tuple(d["classes"]), attributes, names, known)
 
 
 LAYOUTS = ("images", "paired", "unpaired", "superres", "attributes")
@@ -417,6 +435,24 @@ def split_dataset(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     splits = {name: split_holdout(part, fraction, seed + i) for i, (name, part) in enumerate(data.parts.items())}
     return (Dataset(data.layout, {k: v[0] for k, v in splits.items()}),
             Dataset(data.layout, {k: v[1] for k, v in splits.items()}))
+
+
+def keep_labels(data: ImageSet, per_class: int, seed: int) -> ImageSet:
+    """``data`` with the labels of ``per_class`` images of each class known (chosen by ``seed``, the same
+    images for the same seed and data) and the rest held back; every image stays. A class with fewer images
+    than asked is an error naming it."""
+    if data.labels is None:
+        raise DataError(f"data.labels_per_class: {per_class} labels per class needs labelled data, and data.source "
+                        "has no labels (class folders, or labels in the npz)")
+    g = torch.Generator().manual_seed(seed)
+    known = torch.zeros(len(data), dtype=torch.bool)
+    for c, name in enumerate(data.classes):
+        rows = (data.labels == c).nonzero().flatten()
+        if len(rows) < per_class:
+            raise DataError(f"data.labels_per_class: class {name!r} has {len(rows)} training images, fewer than "
+                            f"the {per_class} asked; lower data.labels_per_class (0 keeps every label)")
+        known[rows[torch.randperm(len(rows), generator=g)[:per_class]]] = True
+    return ImageSet(data.images, data.labels, data.classes, data.attributes, data.attribute_names, known)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from gans.config import ModelConfig
 from gans.data import Dataset
 from gans.evaluation import Features
 
-ARTIFACT_KINDS = ("generate", "translate")  # super-resolution models translate (one direction, "x4")
+ARTIFACT_KINDS = ("generate", "translate", "classify")  # super-resolution models translate (one direction, "x4")
 
 # stream name -> aligned tensors of one batch: images float in [-1, 1] (N, C, R, R), labels int64 (N,)
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -226,7 +226,10 @@ class Artifact(Protocol):
     - ``generate``: attributes ``z_dim``, ``num_classes``; ``generate(seeds, labels) -> uint8 (N, C, R, R)``.
     - ``translate``: attributes ``directions`` (e.g. ("a2b", "b2a")), ``resolution``,
       ``in_channels(direction)``; ``translate(images uint8 (N, C, R, R), direction) -> uint8``.
+    - ``classify``: attributes ``classes``, ``resolution``, ``channels``; ``classify(images uint8 (N, C, R, R))
+      -> probabilities float (N, K)``; a semi-supervised model also ``generate``s from its generator.
 
+    An artifact whose ``graphs()`` is empty may say why in ``no_export``.
     ``graphs()`` gives its networks for export (one per direction), ``describe()`` what a client needs to
     know (JSON-able: kind, family, variant, classes, resolution, ...)."""
 

@@ -404,9 +404,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params, args.version)
     graphs = {g.name: g for g in artifact.graphs()}
     if not graphs:
-        raise ConfigError(f"{artifact.variant} ({artifact.family}) has no portable export: it samples with a loop of "
-                          "one network step per pixel, not one graph; serve it (gans serve) or load "
-                          "models/generator.pt in Python")
+        why = getattr(artifact, "no_export", "it has no network to export")
+        raise ConfigError(f"{artifact.variant} ({artifact.family}) has no portable export: {why}")
     if artifact.kind == "translate" and "generator" in graphs:  # one graph takes the target domain as an input
         if args.direction is not None:
             raise ConfigError(f"--direction: {artifact.variant} exports one graph for every domain (its 'target' "
@@ -471,6 +470,8 @@ def serve_example(kind: str, directions: list[str] | None = None, column: str = 
     """A request body for a model of ``kind`` (a translator's first direction or domain: a2b, x4, ...)."""
     if kind == "translate":
         return json.dumps({"dataframe_records": [{"image": "<base64 PNG>", column: (directions or ["a2b"])[0]}]})
+    if kind == "classify":
+        return json.dumps({"dataframe_records": [{"image": "<base64 PNG>"}]})
     return json.dumps({"dataframe_records": [{"seed": 0}]})
 
 

@@ -29,7 +29,8 @@ def no_latent(artifact: Any) -> str | None:
     """Why ``artifact`` has no latent to explore, or None."""
     if artifact.kind == "generate" and getattr(artifact, "z_dim", 0):
         return None
-    what = " that draws images pixel by pixel, without a latent" if artifact.kind == "generate" else ""
+    what = {"generate": " that draws images pixel by pixel, without a latent",
+            "classify": " whose artifact is a classifier"}.get(artifact.kind, "")
     return (f"{artifact.variant} is a {artifact.family} model{what}; latent directions need a generator that draws "
             "images from a latent (a noise-to-image variant)")
 

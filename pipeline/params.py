@@ -14,7 +14,7 @@ import yaml
 from gans.config import (AugmentConfig, ConfigError, DataConfig, EvaluateConfig, ModelConfig, TrainConfig,
                          build_config, require, require_seed, to_dict)
 from gans.data import SUPERRES_PREFIX, DataError, check_source, source_layout
-from gans.families import Resolved, check_layout, resolve
+from gans.families import PRESETS, Resolved, check_layout, resolve
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +130,11 @@ class Params:
                               f"{self.data.source!r} is several domains; use an image source (mnist5k, folder:PATH, ...) "
                               "or superres:PATH, or set data.scale: 0")
         check_layout(self.resolved, source_layout(self.data.source, self.data.scale), self.data.source)
+        if self.data.labels_per_class and not getattr(self.resolved.family, "partial_labels", False):
+            semi = ", ".join(p for p, f in PRESETS.items() if getattr(f, "partial_labels", False))
+            raise ConfigError(f"data.labels_per_class: {self.data.labels_per_class} keeps only some training labels, "
+                              f"and only the semi-supervised variants learn from a labelled subset ({semi}); choose "
+                              f"one with model.variant, or set data.labels_per_class: 0 (every label)")
 
     @cached_property
     def resolved(self) -> Resolved:

@@ -20,6 +20,7 @@ EXPLORE_METRICS = METRICS / "explore.json"
 DIRECTION_GRIDS = Path("samples/directions")
 TRAIN_PLOT = Path("plots/train.csv")
 FID_PLOT = Path("plots/fid.csv")
+CONFUSION_PLOT = Path("plots/confusion.csv")  # a classifier's holdout predictions (header only for other models)
 GRID = Path("samples/grid.png")
 TRAIN_LOCK = Path(".cache/train.lock")  # held by the training of this project folder
 REFERENCE_CACHE = Path(".cache/reference")  # real-feature cache, under the project root

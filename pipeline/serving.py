@@ -4,6 +4,8 @@
   [0, num_classes)) -> ``png``. The same seed (and label) always gives the same image.
 - ``translate``: ``image`` (a base64 PNG of the model's input size) and, for two-way models, ``direction``
   (``a2b`` or ``b2a``) -> ``png``. The same image always gives the same translation.
+- ``classify``: ``image`` (a base64 PNG of the model's input size) -> ``label`` (the most probable class),
+  ``class`` (its name) and ``probabilities`` (one per class, summing to 1).
 
 A bad row gets a 400-style error naming the row and column; the server keeps serving. Under ``gans serve``,
 :class:`RequestGuard` stands in front of MLflow's scoring app: a body larger than ``serve.max_rows`` rows can
@@ -60,6 +62,16 @@ def translate_signature(two_way: bool, column: str = "direction") -> ModelSignat
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
+def classify_signature() -> ModelSignature:
+    """The ``classify`` signature: image (base64 PNG) -> label, class and probabilities."""
+    from mlflow.types.schema import Array
+    from mlflow.types import DataType
+
+    return ModelSignature(inputs=Schema([ColSpec("string", "image")]),
+                          outputs=Schema([ColSpec("long", "label"), ColSpec("string", "class"),
+                                          ColSpec(Array(DataType.double), "probabilities")]))
+
+
 def target_column(artifact: Any) -> str:
     """The column a translator's rows name their target in: ``direction`` (a2b, x4, ...), or ``domain`` for a
     multi-domain model."""
@@ -70,6 +82,8 @@ def signature_of(artifact: Any) -> ModelSignature:
     """The pyfunc signature of an artifact, by its kind."""
     if artifact.kind == "translate":
         return translate_signature(len(artifact.directions) > 1, target_column(artifact))
+    if artifact.kind == "classify":
+        return classify_signature()
     return signature(bool(artifact.num_classes))
 
 
@@ -83,6 +97,9 @@ def input_example_of(artifact: Any) -> pd.DataFrame:
                                                          artifact.resolution, dtype=torch.uint8))).decode("ascii")
                   for d in directions]
         return pd.DataFrame({"image": images, target_column(artifact): directions})
+    if artifact.kind == "classify":
+        blank = torch.zeros(artifact.channels, artifact.resolution, artifact.resolution, dtype=torch.uint8)
+        return pd.DataFrame({"image": [base64.b64encode(png_bytes(blank)).decode("ascii")] * 2})
     rows = pd.DataFrame({"seed": [0, 1]})
     if artifact.num_classes:
         rows["label"] = [0, 1 % artifact.num_classes]
@@ -256,6 +273,25 @@ def _fit_channels(img: torch.Tensor, channels: int, row: int) -> torch.Tensor:
     raise _bad(f"row {row}: 'image' has {img.shape[0]} channels; this model takes {channels}-channel images")
 
 
+def validate_classify_rows(frame: pd.DataFrame, artifact: Any, *, max_rows: int) -> torch.Tensor:
+    """Check a ``classify`` request (every row one ``image`` of the model's size, nothing else); return the
+    uint8 images (N, C, R, R)."""
+    _check_table(frame, required="image", max_rows=max_rows, example='{"image": "<base64 PNG>"}')
+    extra = [c for c in frame.columns if c != "image" and any(not _missing(v) for v in frame[c].tolist())]
+    if extra:
+        raise _bad(f"unknown column(s) {extra}: {artifact.variant} ({artifact.family}) classifies images; each row "
+                   "takes 'image' only")
+    r, images = artifact.resolution, []
+    for i, value in enumerate(frame["image"].tolist()):
+        if _missing(value):
+            raise _bad(f"row {i}: 'image' is missing; every row needs a base64-encoded PNG")
+        img = _fit_channels(_decode_image(value, i), artifact.channels, i)
+        if tuple(img.shape[1:]) != (r, r):
+            raise _bad(f"row {i}: 'image' is {img.shape[2]}x{img.shape[1]} pixels; this model classifies {r}x{r} images")
+        images.append(img)
+    return torch.stack(images)
+
+
 def validate_translate_rows(frame: pd.DataFrame, artifact: Any, *,
                             max_rows: int) -> dict[str, tuple[list[int], torch.Tensor]]:
     """Check a ``translate`` request; return {direction or domain: (row numbers, uint8 images (N, C, R, R))}."""
@@ -318,6 +354,11 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
                 for row, image in zip(rows, artifact.translate(images, direction)):
                     out[row] = image
             return _encode(out)
+        if artifact.kind == "classify":
+            probabilities = artifact.classify(validate_classify_rows(model_input, artifact, max_rows=self.max_rows))
+            labels = probabilities.argmax(1).tolist()
+            return pd.DataFrame({"label": labels, "class": [artifact.classes[k] for k in labels],
+                                 "probabilities": [[float(p) for p in row] for row in probabilities.double().tolist()]})
         if hasattr(artifact, "invert") and inverting(model_input):
             images, labels = validate_invert_rows(model_input, artifact, max_rows=self.max_rows)
             z, drawn = artifact.invert(images, labels)
@@ -475,7 +516,8 @@ def describe_model(uri: str, info: Any, *, version: str | int | None = None) -> 
     column = gans.get("target_column", "direction")
     example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") == "generate" else
                json.dumps({"dataframe_records": [{"image": "<base64 PNG>", column: direction}]})
-               if gans.get("kind") == "translate" else None)
+               if gans.get("kind") == "translate" else
+               json.dumps({"dataframe_records": [{"image": "<base64 PNG>"}]}) if gans.get("kind") == "classify" else None)
     version = version if version is not None else info.registered_model_version
     return {"model": uri, "version": None if version is None else str(version), "run_id": info.run_id, **gans, "inputs": json.loads(sig.get("inputs") or "null"),
             "outputs": json.loads(sig.get("outputs") or "null"), "example_request": example,

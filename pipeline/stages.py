@@ -16,7 +16,7 @@ import torch
 
 from gans import checkpoints
 from gans.config import AugmentConfig, build_config, to_dict
-from gans.data import Dataset, load_dataset, split_dataset
+from gans.data import Dataset, keep_labels, load_dataset, split_dataset
 from gans.evaluation import accuracy, classifier_payload, train_classifier
 from gans.families import recipe as family_recipe
 from gans.io import atomic_write, file_hash, remove_stale_temporaries, save_json, save_torch
@@ -43,8 +43,11 @@ def _data_meta(cfg, data_hash: str, train: Dataset, holdout: Dataset) -> dict[st
                             "hash": data_hash}
     if train.layout == "images":
         tr, ho = train.images, holdout.images
-        return {**meta, "count": len(tr) + len(ho), "train_count": len(tr), "holdout_count": len(ho),
+        meta = {**meta, "count": len(tr) + len(ho), "train_count": len(tr), "holdout_count": len(ho),
                 "channels": int(tr.images.shape[1]), "classes": list(tr.classes), "labelled": tr.labels is not None}
+        if tr.known is not None:  # which training images keep their label (rows of train.pt)
+            meta.update(labels_per_class=cfg.labels_per_class, known_labels=tr.known.nonzero().flatten().tolist())
+        return meta
     parts = train.describe()
     for name, info in parts.items():
         info["train_count"], info["holdout_count"] = info.pop("count"), len(holdout.parts[name])
@@ -63,6 +66,12 @@ def prepare(params: Params) -> dict[str, Any]:
     else:
         train, holdout = data, shipped
         data_hash = _hash_of(train.content_hash(), holdout.content_hash())
+    if cfg.labels_per_class:
+        if train.layout != "images":
+            raise StageError(f"data.labels_per_class: {cfg.labels_per_class} keeps a labelled subset of one image set; "
+                             f"data.source {cfg.source!r} is {train.layout} data; set data.labels_per_class: 0")
+        train = Dataset.single(keep_labels(train.images, cfg.labels_per_class, cfg.seed))
+        data_hash = _hash_of(data_hash, f"labels_per_class:{train.images.content_hash()}")
     meta = _data_meta(cfg, data_hash, train, holdout)
     save_torch(train.to_dict(), paths.PREPARED / "train.pt")
     save_torch(holdout.to_dict(), paths.PREPARED / "holdout.pt")
@@ -81,9 +90,8 @@ def augment(params: Params) -> dict[str, Any]:
     meta = read_json(paths.PREPARED / "meta.json", "prepare")
     parts = dict(train.parts)
     if "xflip" in cfg.static:
-        parts = {name: s.with_images(torch.cat([s.images, s.images.flip(-1)]),
-                                     None if s.labels is None else torch.cat([s.labels, s.labels]),
-                                     None if s.attributes is None else torch.cat([s.attributes, s.attributes]))
+        parts = {name: s.with_images(*(None if t is None else torch.cat([t, t.flip(-1) if t is s.images else t])
+                                       for t in (s.images, s.labels, s.attributes, s.known)))
                  for name, s in parts.items()}
     out = Dataset(train.layout, parts)
     save_torch(out.to_dict(), paths.AUGMENTED / "train.pt")
@@ -295,9 +303,25 @@ def evaluate(params: Params) -> dict[str, Any]:
     metrics, grid = evaluate_artifact(params, paths.GENERATOR, device_of(params))
     metrics["generator_hash"] = generator_hash
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
+    _write_confusion(metrics.get("confusion"), metrics.get("classes"), paths.CONFUSION_PLOT)
     save_json(metrics, paths.EVAL_METRICS)
     _log_eval(params, metrics)
     return metrics
+
+
+def _write_confusion(matrix: list[list[int]] | None, classes: list[str] | None, path: Path) -> None:
+    """plots/confusion.csv: one row (actual, predicted) per holdout image, by class name, as DVC's confusion
+    template counts them; the header alone for a model that does not classify."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["actual", "predicted"])
+            for a, row in enumerate(matrix or []):
+                for p, count in enumerate(row):
+                    out.writerows([[classes[a], classes[p]]] * count)
+
+    atomic_write(path, write)
 
 
 def _on_run(params: Params, run_id: str | None, what: str, fn: Callable[[Any], None]) -> None:
@@ -336,6 +360,10 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
         client.log_inputs(run_id, [tracking.dataset_input(meta, "holdout", "eval", tracking.dvc_remote())])
         client.log_artifact(run_id, str(paths.EVAL_METRICS), "metrics")
         client.log_artifact(run_id, str(paths.GRID), "samples")
+        if metrics.get("confusion"):
+            client.log_dict(run_id, {"classes": metrics["classes"], "rows": "actual class", "columns": "predicted class",
+                                     "counts": metrics["confusion"]}, "metrics/confusion.json")
+            client.log_artifact(run_id, str(paths.CONFUSION_PLOT), "plots")
 
     _on_run(params, run_id, "the evaluation", log)
 

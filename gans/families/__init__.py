@@ -21,11 +21,12 @@ from gans.family import Artifact, Family, Recipe
 from gans.families.noise import NOISE
 from gans.families.multidomain import MULTIDOMAIN
 from gans.families.pixelcnn import PIXELCNN
+from gans.families.semisup import SEMISUP
 from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN, SEMISUP)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
@@ -89,6 +90,12 @@ def recipe(resolved: Resolved, *, model: ModelConfig, data: Dataset | ImageSet, 
     """The family's training recipe for ``data`` (an ImageSet is the images layout); ``features``: the domain
     classifiers by data part, for a family whose loss uses them."""
     data = Dataset.single(data) if isinstance(data, ImageSet) else data
+    partial = [name for name, part in data.parts.items() if part.partly_labelled]
+    if partial and not getattr(resolved.family, "partial_labels", False):
+        semi = ", ".join(p for p, f in PRESETS.items() if getattr(f, "partial_labels", False))
+        raise ConfigError(f"data.labels_per_class: the training set keeps only some of its labels, and "
+                          f"{resolved.variant} ({resolved.family.name}) would not know which; set "
+                          f"data.labels_per_class: 0, or choose a semi-supervised variant ({semi})")
     return resolved.family.recipe(resolved.composition, model=model, data=data, preview=preview, features=features)
 
 

@@ -32,6 +32,8 @@ class PixelArtifact:
 
     kind, family = "generate", FAMILY
     z_dim = 0  # no latent: explore skips it, serving refuses edits and inversions
+    no_export = ("it samples with a loop of one network step per pixel, not one graph; serve it (gans serve) or "
+                 "load models/generator.pt in Python")
 
     def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
         self.payload, self.device = payload, torch.device(device)
