@@ -93,7 +93,8 @@ def main() -> None:
                 f"update), width {args.width}, ADA off, train.precision auto. Errors on the 500 holdout images, of "
                 "the EMA classifier and of the baseline trained in the same run on the labelled images alone (same "
                 f"network, optimiser and batches). FID/IS: {args.samples} samples of the generator against the "
-                "holdout with the domain evaluator.\n\n" + table(rows) + "\n\n" + PUBLISHED)
+                "holdout with the domain evaluator. Train img/s counts every batch a phase draws (the GAN's "
+                "phases and the baseline's), as for the other multi-phase families.\n\n" + table(rows) + "\n\n" + PUBLISHED)
         write_section(args.title, body)
 
 

@@ -166,6 +166,8 @@ def dataset_input(meta: dict[str, Any], split: str, context: str, remote: str | 
     path = f"data/prepared/{split}.pt"
     profile = {"split": split, "count": meta[f"{split}_count"], "layout": meta["layout"], "dvc_path": path,
                **({"dvc_remote": remote} if remote else {})}
+    if split == "train" and "known_labels" in meta:  # a labelled subset (semi-supervised variants)
+        profile.update(labels_per_class=meta["labels_per_class"], labelled_count=len(meta["known_labels"]))
     if split == "train" and "augmented_count" in meta:
         profile.update(augmented_count=meta["augmented_count"], static_augment=meta.get("static", []))
     with warnings.catch_warnings():  # "did you mean a local path": a relative path is what DVC tracks
