@@ -4,6 +4,7 @@ holdout, and the label metrics of conditional generators (conditional accuracy, 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -48,18 +49,29 @@ def score(artifact, ctx: EvalContext) -> dict[str, float]:
 
 def evaluate(artifact, ctx: EvalContext) -> tuple[dict[str, Any], torch.Tensor]:
     """Every metric of eval.json for a generator, and its sample grid."""
+    return sample_metrics(artifact, ctx)
+
+
+def sample_metrics(artifact, ctx: EvalContext, spec: dict[str, Any] | None = None, *,
+                   timed: bool = False) -> tuple[dict[str, Any], torch.Tensor]:
+    """FID, IS, KID and precision/recall of ``ctx.num_samples`` samples of ``artifact.generate`` against the
+    holdout, the label metrics of a conditional generator (``spec``: conditioning and num_classes, by default
+    the artifact's network spec), with ``timed`` the sampling time per image; and the sample grid (a row per
+    class when conditional). Any family whose artifact generates from seeds scores its samples with this."""
     n, bs = ctx.num_samples, ctx.batch_size
     seeds = list(range(ctx.seed * SEED_STRIDE, ctx.seed * SEED_STRIDE + n))
     labels = eval_labels(artifact.num_classes, n)
+    started = time.perf_counter()
     fake = artifact.generate(seeds, labels, batch_size=bs)
+    metrics: dict[str, Any] = {"sample_ms_per_image": (time.perf_counter() - started) * 1000 / n} if timed else {}
     extractor, holdout = ctx.extractors["images"], ctx.holdout.images
     real_f = ctx.real_features("images")
     fake_f = extractor.extract(fake, batch_size=bs, desc="generated features")
-    metrics: dict[str, Any] = generative_metrics(real_f, fake_f, kid_subset_size=ctx.kid_subset_size)
+    metrics.update(generative_metrics(real_f, fake_f, kid_subset_size=ctx.kid_subset_size))
     domain = ctx.classifiers.get("images")
     if labels is not None and domain is not None:
         logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=bs).logits
-        metrics.update(label_metrics(artifact.spec, labels, logits.argmax(1), real_f, fake_f, holdout.labels))
+        metrics.update(label_metrics(spec or artifact.spec, labels, logits.argmax(1), real_f, fake_f, holdout.labels))
     metrics.update({"num_samples": n, "num_real": len(holdout)})
     grid_seeds, grid_labels = grid_seeds_labels(artifact.num_classes)
     return metrics, image_grid(artifact.generate(grid_seeds, grid_labels))

@@ -6,7 +6,6 @@ inversion (the explore stage says so)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,12 +13,10 @@ import torch
 
 from gans.config import ModelConfig
 from gans.data import Dataset
-from gans.evaluation import generative_metrics
 from gans.family import EvalContext, Graph, Metric
-from gans.families.noise.evaluate import SEED_STRIDE, eval_labels, label_metrics
+from gans.families.noise.evaluate import sample_metrics
 from gans.families.pixelcnn.nets import PixelCNN, PixelSpec, nll_bits, sample, uniforms
 from gans.families.pixelcnn.recipe import FAMILY, PRESETS, PixelComposition, PixelRecipe, resolve_pixelcnn
-from gans.sampling import grid_seeds_labels, image_grid
 
 __all__ = ["PIXELCNN", "PixelArtifact", "PixelFamily"]
 
@@ -88,25 +85,9 @@ def score(artifact: PixelArtifact, ctx: EvalContext) -> dict[str, float]:
 def evaluate(artifact: PixelArtifact, ctx: EvalContext) -> tuple[dict[str, Any], torch.Tensor]:
     """Bits per dimension of the holdout, then the GANs' metrics of ``ctx.num_samples`` samples, and the time
     one sample takes."""
-    metrics: dict[str, Any] = score(artifact, ctx)
-    n, bs = ctx.num_samples, ctx.batch_size
-    seeds = list(range(ctx.seed * SEED_STRIDE, ctx.seed * SEED_STRIDE + n))
-    labels = eval_labels(artifact.num_classes, n)
-    started = time.perf_counter()
-    fake = artifact.generate(seeds, labels, batch_size=bs)
-    metrics["sample_ms_per_image"] = (time.perf_counter() - started) * 1000 / n
-    extractor = ctx.extractors["images"]
-    real_f = ctx.real_features("images")
-    fake_f = extractor.extract(fake, batch_size=bs, desc="generated features")
-    metrics.update(generative_metrics(real_f, fake_f, kid_subset_size=ctx.kid_subset_size))
-    domain = ctx.classifiers.get("images")
-    if labels is not None and domain is not None:
-        logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=bs).logits
-        spec = {"conditioning": "concat", "num_classes": artifact.num_classes}
-        metrics.update(label_metrics(spec, labels, logits.argmax(1), real_f, fake_f, ctx.holdout.images.labels))
-    metrics.update({"num_samples": n, "num_real": len(ctx.holdout.images)})
-    grid_seeds, grid_labels = grid_seeds_labels(artifact.num_classes)
-    return metrics, image_grid(artifact.generate(grid_seeds, grid_labels))
+    samples, grid = sample_metrics(artifact, ctx, {"conditioning": "concat", "num_classes": artifact.num_classes},
+                                   timed=True)
+    return {**score(artifact, ctx), **samples}, grid
 
 
 class PixelFamily:

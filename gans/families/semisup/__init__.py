@@ -13,13 +13,12 @@ from torch import nn
 
 from gans.config import ModelConfig
 from gans.data import Dataset, to_float
-from gans.evaluation import generative_metrics
 from gans.family import EvalContext, Graph, Metric
-from gans.families.noise.evaluate import SEED_STRIDE, eval_labels, label_metrics
+from gans.families.noise.evaluate import sample_metrics
 from gans.families.noise.nets import NetSpec, build_networks
 from gans.families.semisup.nets import Classifier, ClassifierSpec
 from gans.families.semisup.recipe import FAMILY, PRESETS, SemiComposition, SemiRecipe, resolve_semisup
-from gans.sampling import generate, grid_seeds_labels, image_grid
+from gans.sampling import generate
 
 __all__ = ["SEMISUP", "ClassifierArtifact", "SemiFamily"]
 
@@ -100,21 +99,8 @@ def evaluate(artifact: ClassifierArtifact, ctx: EvalContext) -> tuple[dict[str, 
                                "error_reduction": baseline - error, "known_labels": artifact.payload.get("known_labels"),
                                "classes": list(artifact.classes),
                                "confusion": confusion(holdout.labels, predicted, k)}
-    n, bs = ctx.num_samples, ctx.batch_size
-    seeds = list(range(ctx.seed * SEED_STRIDE, ctx.seed * SEED_STRIDE + n))
-    labels = eval_labels(artifact.num_classes, n)
-    fake = artifact.generate(seeds, labels, batch_size=bs)
-    extractor, real_f = ctx.extractors["images"], ctx.real_features("images")
-    fake_f = extractor.extract(fake, batch_size=bs, desc="generated features")
-    metrics.update(generative_metrics(real_f, fake_f, kid_subset_size=ctx.kid_subset_size))
-    domain = ctx.classifiers.get("images")
-    if labels is not None and domain is not None:
-        logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=bs).logits
-        spec = {"conditioning": "concat", "num_classes": artifact.num_classes}
-        metrics.update(label_metrics(spec, labels, logits.argmax(1), real_f, fake_f, holdout.labels))
-    metrics.update({"num_samples": n, "num_real": len(holdout)})
-    grid_seeds, grid_labels = grid_seeds_labels(artifact.num_classes)
-    return metrics, image_grid(artifact.generate(grid_seeds, grid_labels))
+    samples, grid = sample_metrics(artifact, ctx, {"conditioning": "concat", "num_classes": artifact.num_classes})
+    return {**metrics, **samples}, grid
 
 
 class SemiFamily:
