@@ -57,4 +57,4 @@ bench-quick: install
 	python bench/ada.py --sizes 500 --steps 200 --samples 1000 --overhead-windows 3 --title "ADA and DiffAugment on limited data (quick: 200 steps)"
 	python bench/superres.py --pixel-steps 300 --gan-steps 300 --evaluator-epochs 8 --esrgan-blocks 2 --title "Super-resolution (quick: 300 + 300 steps)"
 	python bench/pixelcnn.py --steps 200 --samples 500 --title "PixelCNN beside the GANs (quick: 200 steps)"
-	python bench/semisup.py --steps 200 --samples 500 --title "Semi-supervised classification (quick: 200 steps)"
+	python bench/semisup.py --steps 200 --samples 500 --draws 1 --title "Semi-supervised classification (quick: 200 steps)"

@@ -5,7 +5,10 @@ generator's FID/IS, and training speed. Writes the section "Semi-supervised clas
 bench/RESULTS.md.
 
     python bench/semisup.py [--labels 10] [--steps 1500] [--width 32] [--samples 2000]
-                            [--presets improvedgan,catgan,triplegan]
+                            [--presets improvedgan,catgan,triplegan] [--draws 3]
+
+With --draws N, each preset trains once per label draw (data.seed 0..N-1: each seed its own holdout split and
+labelled subset, prepared in its own folder) and the table gives the mean and the spread (min-max) over draws.
 """
 
 from __future__ import annotations
@@ -39,24 +42,47 @@ def overrides(args: argparse.Namespace) -> list[str]:
             "augment.ada.enabled=false"]
 
 
-def run(name: str, args: argparse.Namespace) -> dict:
-    params = load_params(ROOT / "params.yaml", overrides(args) + [f"model.variant={name}"])
+def run(name: str, args: argparse.Namespace, seed: int) -> dict:
+    params = load_params(ROOT / "params.yaml", overrides(args) + [f"model.variant={name}", f"data.seed={seed}"])
     started = time.perf_counter()
     stages.augment(params)
     train = stages.train(params)
     ev = stages.evaluate(params)
-    return {"variant": name, "known": ev["known_labels"], "error": ev["error"], "baseline": ev["baseline_error"],
+    return {"variant": name, "seed": seed, "known": ev["known_labels"], "error": ev["error"], "baseline": ev["baseline_error"],
             "fid": ev["fid"], "is": ev["is"], "acc": ev.get("conditional_accuracy"), "img_per_s": train["img_per_s"],
             "train_s": train["seconds"], "seconds": time.perf_counter() - started}
 
 
+def spread(values: list[float], fmt: str) -> str:
+    """'mean (min-max)' over draws; the value alone for one draw."""
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def draws_table(rows: list[dict]) -> str:
+    """One line per variant: mean and spread of the errors over the label draws."""
+    lines = ["| variant | draws | labelled images | holdout error | baseline error (labelled images only) | "
+             "error reduction | draws beating the baseline | generator FID (domain) | train s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == name]
+        lines.append(f"| {name} | {len(rs)} | {rs[0]['known']} | {spread([r['error'] for r in rs], '.4f')} | "
+                     f"{spread([r['baseline'] for r in rs], '.4f')} | "
+                     f"{spread([r['baseline'] - r['error'] for r in rs], '+.4f')} | "
+                     f"{sum(r['error'] < r['baseline'] for r in rs)}/{len(rs)} | "
+                     f"{spread([r['fid'] for r in rs], '.1f')} | {spread([r['train_s'] for r in rs], '.0f')} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| variant | labelled images | holdout error | baseline error (labelled images only) | error reduction "
-             "| generator FID (domain) | IS | conditional accuracy | train img/s | train s | total s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| variant | data.seed | labelled images | holdout error | baseline error (labelled images only) | "
+             "error reduction | generator FID (domain) | IS | conditional accuracy | train img/s | train s | total s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         acc = "" if r["acc"] is None else f"{r['acc']:.3f}"
-        lines.append(f"| {r['variant']} | {r['known']} | {r['error']:.4f} | {r['baseline']:.4f} | "
+        lines.append(f"| {r['variant']} | {r['seed']} | {r['known']} | {r['error']:.4f} | {r['baseline']:.4f} | "
                      f"{r['baseline'] - r['error']:+.4f} | {r['fid']:.2f} | {r['is']:.2f} | {acc} | "
                      f"{r['img_per_s']:.0f} | {r['train_s']:.0f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -69,33 +95,43 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--presets", default="improvedgan,catgan,triplegan")
+    ap.add_argument("--draws", type=int, default=3, help="label draws (data.seed 0..N-1), each its own project")
     ap.add_argument("--title", default="Semi-supervised classification")
     args = ap.parse_args()
     names = [n for n in args.presets.split(",") if n]
     for n in names:
         family_of(n)  # an unknown preset fails here, naming the known ones
-    WORK.mkdir(parents=True, exist_ok=True)
-    os.chdir(WORK)
-    params = load_params(ROOT / "params.yaml", overrides(args) + [f"model.variant={names[0]}"])
-    stages.prepare(params)  # the labelled subset depends on --labels: always prepared afresh
-    if not Path("models/evaluator.pt").is_file():
-        stages.evaluator(params)
     load = os.getloadavg()
     command = (f"python bench/semisup.py --labels {args.labels} --steps {args.steps} --width {args.width} "
-               f"--samples {args.samples} --presets {','.join(names)}")
+               f"--samples {args.samples} --presets {','.join(names)}"
+               + f" --draws {args.draws}")
+    seeds = list(range(args.draws))
     rows: list[dict] = []
-    for name in names:
-        rows.append(run(name, args))
-        print(json.dumps(rows[-1]), flush=True)
-        body = (f"Machine: {machine()}; load average at the start {load[0]:.1f}. Command: `{command}`. mnist5k "
-                f"(4,500 training images, 32x32) with {args.labels} labels per class kept (data.seed 0); each preset "
-                f"trained {args.steps} steps at batch 64 (a batch of labelled and a batch of unlabelled images per "
-                f"update), width {args.width}, ADA off, train.precision auto. Errors on the 500 holdout images, of "
-                "the EMA classifier and of the baseline trained in the same run on the labelled images alone (same "
-                f"network, optimiser and batches). FID/IS: {args.samples} samples of the generator against the "
-                "holdout with the domain evaluator. Train img/s counts every batch a phase draws (the GAN's "
-                "phases and the baseline's), as for the other multi-phase families.\n\n" + table(rows) + "\n\n" + PUBLISHED)
-        write_section(args.title, body)
+    for seed in seeds:
+        folder = WORK if args.draws == 1 else WORK / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chdir(folder)
+        params = load_params(ROOT / "params.yaml", overrides(args) + [f"model.variant={names[0]}", f"data.seed={seed}"])
+        stages.prepare(params)  # the labelled subset depends on --labels: always prepared afresh
+        if not Path("models/evaluator.pt").is_file():
+            stages.evaluator(params)
+        for name in names:
+            rows.append(run(name, args, seed))
+            print(json.dumps(rows[-1]), flush=True)
+            draws = (f"data.seed {seeds[0]}" if args.draws == 1 else
+                     f"{args.draws} label draws (data.seed {', '.join(map(str, seeds))}: each seed its own holdout "
+                     "split, labelled subset and evaluator; the first table gives mean (min-max) over draws)")
+            body = (f"Machine: {machine()}; load average at the start {load[0]:.1f}. Command: `{command}`. mnist5k "
+                    f"(4,500 training images, 32x32) with {args.labels} labels per class kept, {draws}; each preset "
+                    f"trained {args.steps} steps at batch 64 (a batch of labelled and a batch of unlabelled images "
+                    f"per update), width {args.width}, ADA off, train.precision auto. Errors on the 500 holdout "
+                    "images, of the EMA classifier and of the baseline trained in the same run on the labelled "
+                    f"images alone (same network, optimiser and batches). FID/IS: {args.samples} samples of the "
+                    "generator against the holdout with the domain evaluator. Train img/s counts every batch a "
+                    "phase draws (the GAN's phases and the baseline's), as for the other multi-phase families.\n\n"
+                    + (draws_table(rows) + "\n\nEvery run:\n\n" if args.draws > 1 else "")
+                    + table(rows) + "\n\n" + PUBLISHED)
+            write_section(args.title, body)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,8 @@ MAX_CLASSES = 1000
 TORCHVISION_SOURCES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 BUNDLED_SOURCES = ("mnist5k", "digits")
 # Two-domain sources (gans.domains loads them): bundled derived sets and the folder layouts users have.
-TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "digits-mnist5k": "unpaired", "mnist5k-styles": "attributes"}
+TWO_DOMAIN_SOURCES = {"mnist5k-edges": "paired", "mnist5k-negatives": "paired", "digits-mnist5k": "unpaired",
+                      "mnist5k-styles": "attributes"}
 TWO_DOMAIN_PREFIXES = {"paired:": "paired", "unpaired:": "unpaired", "attributes:": "attributes"}
 SUPERRES_PREFIX = "superres:"  # a folder with HR/ and LR/ images of matching names (gans.domains)
 SOURCE_FORMS = (BUNDLED_SOURCES + tuple(TORCHVISION_SOURCES) + ("folder:PATH", "npz:PATH") + tuple(TWO_DOMAIN_SOURCES)

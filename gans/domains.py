@@ -4,7 +4,8 @@
   ``test/`` or ``val/``) folders of side-by-side ``AB`` images (the layout pix2pix datasets ship in: A on
   the left half, B on the right);
 - ``unpaired:PATH`` with ``trainA/``, ``trainB/`` (and ``testA/``, ``testB/``) folders (CycleGAN datasets);
-- bundled, offline: ``mnist5k-edges`` (paired: the edge map of each mnist5k digit -> the digit) and
+- bundled, offline: ``mnist5k-edges`` (paired: the edge map of each mnist5k digit -> the digit),
+  ``mnist5k-negatives`` (paired: each digit -> its negative, CoGAN's second MNIST pairing) and
   ``digits-mnist5k`` (unpaired: scikit-learn's 8x8 digits upscaled into MNIST's framing, and mnist5k: two
   real styles of the same ten classes, like MNIST and USPS).
 
@@ -40,6 +41,8 @@ def load(cfg: DataConfig) -> tuple[Dataset, Dataset | None]:
         return _limit(_attribute_folder(Path(source[len("attributes:"):]), cfg.resolution), cfg), None
     if source == "mnist5k-edges":
         data, holdout = _mnist_edges(cfg), None
+    elif source == "mnist5k-negatives":
+        data, holdout = _mnist_negatives(cfg), None
     elif source == "digits-mnist5k":
         data, holdout = _digits_mnist(cfg), None
     elif source.startswith("paired:"):
@@ -81,6 +84,22 @@ def _mnist_edges(cfg: DataConfig) -> Dataset:
     """Paired: domain a is the edge map of each mnist5k digit, domain b the digit; both keep its label."""
     digits = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution))
     return Dataset("paired", {"a": ImageSet(edge_map(digits.images), digits.labels, digits.classes), "b": digits})
+
+
+def negative(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> their negatives (255 - x)."""
+    return 255 - images
+
+
+def _mnist_negatives(cfg: DataConfig) -> Dataset:
+    """Paired: domain a is each mnist5k digit, domain b its negative (white background, dark strokes)."""
+    digits = load_source(DataConfig(source="mnist5k", resolution=cfg.resolution))
+    return Dataset("paired", {"a": digits, "b": ImageSet(negative(digits.images), digits.labels, digits.classes)})
+
+
+# A bundled pair's known transform (CoGAN's pair correspondence): source -> (from part, to part, transform, name).
+PAIR_TRANSFORMS = {"mnist5k-edges": ("b", "a", edge_map, "edge map"),
+                   "mnist5k-negatives": ("a", "b", negative, "negative")}
 
 
 def mnist_frame(digits: torch.Tensor, resolution: int) -> torch.Tensor:

@@ -24,7 +24,7 @@ from gans.config import ModelConfig
 from gans.data import Dataset
 from gans.evaluation import Features
 
-ARTIFACT_KINDS = ("generate", "translate", "classify")  # super-resolution models translate (one direction, "x4")
+ARTIFACT_KINDS = ("generate", "translate", "classify", "pair")  # super-resolution models translate (one direction, "x4")
 
 # stream name -> aligned tensors of one batch: images float in [-1, 1] (N, C, R, R), labels int64 (N,)
 Batch = dict[str, dict[str, torch.Tensor]]
@@ -190,7 +190,8 @@ class EvalContext:
     """What a family's evaluation may use. ``extractors`` and ``classifiers`` are keyed by the holdout's
     part names ("images"; or "a" and "b"): the feature extractor the user chose, and the domain classifier
     of that part (for label metrics; None when the part has no labels). ``real_features(part)`` gives the
-    extractor's features of that holdout part (cached by the caller)."""
+    extractor's features of that holdout part (cached by the caller). ``source`` is the ``data.source`` the
+    holdout was prepared from (a bundled source may know more, such as the transform between its domains)."""
 
     holdout: Dataset
     extractors: Mapping[str, Extractor]
@@ -201,6 +202,7 @@ class EvalContext:
     batch_size: int = 250
     seed: int = 0
     kid_subset_size: int = 1000
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,8 @@ class Artifact(Protocol):
       ``in_channels(direction)``; ``translate(images uint8 (N, C, R, R), direction) -> uint8``.
     - ``classify``: attributes ``classes``, ``resolution``, ``channels``; ``classify(images uint8 (N, C, R, R))
       -> probabilities float (N, K)``; a semi-supervised model also ``generate``s from its generator.
+    - ``pair``: attributes ``z_dim``, ``domains`` ("a", "b"); ``generate_pair(seeds) -> (uint8 (N, C_a, R, R),
+      uint8 (N, C_b, R, R))``, the two images of each seed's latent (CoGAN).
 
     An artifact whose ``graphs()`` is empty may say why in ``no_export``.
     ``graphs()`` gives its networks for export (one per direction), ``describe()`` what a client needs to

@@ -279,6 +279,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     _check_sample_args(artifact, args)
     if artifact.kind == "translate":
         grid = _translation_grid(artifact, args)
+    elif artifact.kind == "pair":  # each row of domain a above the domain-b images of the same seeds
+        from gans.families.coupled.evaluate import pair_grid
+
+        grid = pair_grid(*artifact.generate_pair(list(range(args.seed, args.seed + args.count))), per_row=args.per_row)
     else:
         labels = None
         if artifact.num_classes:
@@ -411,13 +415,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ConfigError(f"--direction: {artifact.variant} exports one graph for every domain (its 'target' "
                               "input); drop --direction")
         graph = graphs["generator"]
-    elif artifact.kind == "translate":
+    elif artifact.kind in ("translate", "pair"):  # a graph per direction, or per domain of a pair
+        verb = "translates" if artifact.kind == "translate" else "draws domains"
         if args.direction is None and len(artifact.directions) > 1:
-            raise ConfigError(f"--direction: {artifact.variant} translates {' and '.join(artifact.directions)}; "
+            raise ConfigError(f"--direction: {artifact.variant} {verb} {' and '.join(artifact.directions)}; "
                               f"export one at a time (--direction {artifact.directions[0]})")
         direction = args.direction or artifact.directions[0]
         if direction not in artifact.directions:
-            raise ConfigError(f"--direction: got {direction!r}; this model translates {', '.join(artifact.directions)}")
+            raise ConfigError(f"--direction: got {direction!r}; this model {verb} {', '.join(artifact.directions)}")
         graph = graphs[f"generator-{direction}"]
     else:
         if args.direction is not None:
@@ -580,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--version", type=int, help="a registered version of register.model_name instead of the champion")
     p.add_argument("--checkpoint", help="a generator file (models/generator.pt) instead of the champion")
-    p.add_argument("--direction", help="a translation model's direction (a2b or b2a)")
+    p.add_argument("--direction", help="a translation model's direction (a2b or b2a), or a CoGAN's domain (a or b)")
     p.add_argument("--out", help="the file to write (default: exports/generator[-DIRECTION].onnx or .pt)")
     add("variants", cmd_variants, "list the variant presets and their components")
     add("summary", cmd_summary, "print the latest run's metrics and what to do next")

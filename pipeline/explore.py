@@ -30,7 +30,8 @@ def no_latent(artifact: Any) -> str | None:
     if artifact.kind == "generate" and getattr(artifact, "z_dim", 0):
         return None
     what = {"generate": " that draws images pixel by pixel, without a latent",
-            "classify": " whose artifact is a classifier"}.get(artifact.kind, "")
+            "classify": " whose artifact is a classifier",
+            "pair": " that draws a pair of images from each latent"}.get(artifact.kind, "")
     return (f"{artifact.variant} is a {artifact.family} model{what}; latent directions need a generator that draws "
             "images from a latent (a noise-to-image variant)")
 

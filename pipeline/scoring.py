@@ -56,7 +56,7 @@ def _real_features(extractor: Extractor, kind: str, part: str, images: torch.Ten
 
 
 def _context(holdout: Dataset, extractors: dict[str, Extractor], kind: str, domain: dict[str, DomainExtractor],
-             device: torch.device, **sizes: int) -> EvalContext:
+             device: torch.device, source: str = "", **sizes: int) -> EvalContext:
     cache: dict[str, Features] = {}
 
     def real(part: str) -> Features:
@@ -65,7 +65,7 @@ def _context(holdout: Dataset, extractors: dict[str, Extractor], kind: str, doma
         return cache[part]
 
     return EvalContext(holdout=holdout, extractors=extractors, classifiers=domain, real_features=real,
-                       device=device, **sizes)
+                       device=device, source=source, **sizes)
 
 
 def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple[dict[str, Any], torch.Tensor]:
@@ -77,7 +77,8 @@ def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple
     domain, domain_id = domain_extractors(device)
     extractors, label, ext_id = _extractors(params, list(holdout.parts), domain, domain_id, device)
     ctx = _context(holdout, extractors, cfg.features, domain, device, num_samples=cfg.num_samples,
-                   batch_size=cfg.batch_size, seed=cfg.seed, kid_subset_size=cfg.kid_subset_size)
+                   batch_size=cfg.batch_size, seed=cfg.seed, kid_subset_size=cfg.kid_subset_size,
+                   source=params.data.source)
     metrics, grid = family.evaluate(artifact, ctx)
     metrics.update({"family": family.name, "artifact": family.artifact, "primary_metric": family.primary_metric,
                     "higher_is_better": family.higher_is_better, "extractor": label, "evaluator_id": ext_id,
@@ -95,7 +96,8 @@ def periodic_score(params: Params, device: torch.device) -> Callable[[dict[str, 
         print("note: periodic evaluation is off: it uses the domain classifiers, and this data has no labels "
               "(train.eval_every is ignored)", file=sys.stderr)
         return None
-    ctx = _context(holdout, dict(domain), "domain", domain, device, num_samples=params.train.eval_samples, batch_size=250)
+    ctx = _context(holdout, dict(domain), "domain", domain, device, num_samples=params.train.eval_samples,
+                   batch_size=250, source=params.data.source)
 
     def fn(payload: dict[str, Any]) -> dict[str, float]:
         return family.score(family.load_artifact(payload, device), ctx)

@@ -6,6 +6,7 @@
   (``a2b`` or ``b2a``) -> ``png``. The same image always gives the same translation.
 - ``classify``: ``image`` (a base64 PNG of the model's input size) -> ``label`` (the most probable class),
   ``class`` (its name) and ``probabilities`` (one per class, summing to 1).
+- ``pair``: ``seed`` (int >= 0) -> ``png_a`` and ``png_b``, the two images a CoGAN draws from the seed's latent.
 
 A bad row gets a 400-style error naming the row and column; the server keeps serving. Under ``gans serve``,
 :class:`RequestGuard` stands in front of MLflow's scoring app: a body larger than ``serve.max_rows`` rows can
@@ -72,6 +73,14 @@ def classify_signature() -> ModelSignature:
                                           ColSpec(Array(DataType.double), "probabilities")]))
 
 
+def pair_signature() -> ModelSignature:
+    """The ``pair`` signature: seed -> png_a, png_b. Untyped like :func:`signature`'s seed (validate_rows
+    names a bad value); ``label`` is named, optional, so that a label sent to this unconditional model is
+    refused rather than dropped."""
+    columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=False)]
+    return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png_a"), ColSpec("string", "png_b")]))
+
+
 def target_column(artifact: Any) -> str:
     """The column a translator's rows name their target in: ``direction`` (a2b, x4, ...), or ``domain`` for a
     multi-domain model."""
@@ -84,6 +93,8 @@ def signature_of(artifact: Any) -> ModelSignature:
         return translate_signature(len(artifact.directions) > 1, target_column(artifact))
     if artifact.kind == "classify":
         return classify_signature()
+    if artifact.kind == "pair":
+        return pair_signature()
     return signature(bool(artifact.num_classes))
 
 
@@ -354,6 +365,10 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
                 for row, image in zip(rows, artifact.translate(images, direction)):
                     out[row] = image
             return _encode(out)
+        if artifact.kind == "pair":
+            seeds, _ = validate_rows(model_input, num_classes=0, max_rows=self.max_rows)
+            a, b = artifact.generate_pair(seeds)
+            return pd.DataFrame({"png_a": _encode(a)["png"], "png_b": _encode(b)["png"]})
         if artifact.kind == "classify":
             probabilities = artifact.classify(validate_classify_rows(model_input, artifact, max_rows=self.max_rows))
             labels = probabilities.argmax(1).tolist()
@@ -514,7 +529,7 @@ def describe_model(uri: str, info: Any, *, version: str | int | None = None) -> 
     sig = info.signature.to_dict() if info.signature is not None else {}
     direction = (gans.get("directions") or ["a2b"])[0]
     column = gans.get("target_column", "direction")
-    example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") == "generate" else
+    example = (json.dumps({"dataframe_records": [{"seed": 0}]}) if gans.get("kind") in ("generate", "pair") else
                json.dumps({"dataframe_records": [{"image": "<base64 PNG>", column: direction}]})
                if gans.get("kind") == "translate" else
                json.dumps({"dataframe_records": [{"image": "<base64 PNG>"}]}) if gans.get("kind") == "classify" else None)

@@ -145,6 +145,8 @@ SETUPS = {
     "prepared-24": ["-S", "data.source=digits", "-S", "data.max_images=100", "-S", "data.resolution=24"],
     "prepared-flat": ["-S", "data.source=folder:flat", "-S", "data.resolution=16"],
     "prepared-horses": ["-S", "data.source=unpaired:horses", "-S", "data.resolution=16", "-S", "model.variant=cyclegan"],
+    "prepared-negatives": ["-S", "data.source=mnist5k-negatives", "-S", "data.max_images=100", "-S", "data.resolution=16",
+                           "-S", "model.variant=cogan"],
 }
 
 # Setups HOW-FILE: `prepared` (through small.yaml), then one file a stage hands the next is damaged (`_damage`).

@@ -22,7 +22,7 @@ from pipeline.cli import main
 # every generator architecture: each family's default preset first (dcgan, pix2pix), then the others
 CASES = {"dcgan": "digits", "gan": "digits", "cgan": "digits", "infogan": "digits", "sagan": "digits",
          "pix2pix": "mnist5k-edges", "cyclegan": "digits-mnist5k", "discogan": "digits-mnist5k",
-         "dualgan": "digits-mnist5k"}
+         "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives"}
 
 
 def _artifact(tmp: Path, variant: str):

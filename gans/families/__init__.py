@@ -18,6 +18,7 @@ from torch import nn
 from gans.config import AugmentConfig, ConfigError, ModelConfig, TrainConfig, require
 from gans.data import Dataset, ImageSet
 from gans.family import Artifact, Family, Recipe
+from gans.families.coupled import COUPLED
 from gans.families.noise import NOISE
 from gans.families.multidomain import MULTIDOMAIN
 from gans.families.pixelcnn import PIXELCNN
@@ -26,7 +27,8 @@ from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN, SEMISUP)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN, SEMISUP,
+                                                              COUPLED)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 
