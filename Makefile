@@ -49,6 +49,7 @@ bench: install
 	python bench/explore.py
 	python bench/pixelcnn.py
 	python bench/semisup.py
+	python bench/coupled.py
 
 bench-quick: install
 	python bench/variants.py --steps 200 --width 32 --samples 1000 --presets dcgan,wgan-gp,sngan,cgan --title "Variants (quick: 200 steps, width 32)"
@@ -58,3 +59,4 @@ bench-quick: install
 	python bench/superres.py --pixel-steps 300 --gan-steps 300 --evaluator-epochs 8 --esrgan-blocks 2 --title "Super-resolution (quick: 300 + 300 steps)"
 	python bench/pixelcnn.py --steps 200 --samples 500 --title "PixelCNN beside the GANs (quick: 200 steps)"
 	python bench/semisup.py --steps 200 --samples 500 --draws 1 --title "Semi-supervised classification (quick: 200 steps)"
+	python bench/coupled.py --steps 200 --samples 500 --sources mnist5k-negatives --title "Coupled GANs (quick: 200 steps)"

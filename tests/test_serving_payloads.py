@@ -2,7 +2,7 @@
 table in docs/bad-inputs.md, a million-row body refused unread, and fuzzed payloads that never get a 5xx.
 
 One registry and one server per artifact kind (a class-conditional generator, an unconditional one, a two-way
-translator) for the whole module: a scoring server serves one model, and each start costs seconds."""
+translator, a semi-supervised classifier, a CoGAN pair generator) for the whole module: a scoring server serves one model, and each start costs seconds."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ pytestmark = pytest.mark.e2e
 MAX_ROWS = 4  # serve.max_rows when serving; the models are registered with the default (64)
 NUM_CLASSES = 10
 KINDS = {"generator": ("cgan", "digits", "noise-to-image"), "unconditional": ("dcgan", "digits", "noise-to-image"),
-         "translator": ("cyclegan", "digits-mnist5k", "translation")}
+         "translator": ("cyclegan", "digits-mnist5k", "translation"),
+         "classifier": ("improvedgan", "digits", "semi-supervised"), "pair": ("cogan", "mnist5k-negatives", "coupled")}
 
 
 def _png(width: int, height: int, channels: int = 1) -> str:
@@ -48,7 +49,9 @@ def _png(width: int, height: int, channels: int = 1) -> str:
 
 GOOD = {"generator": {"dataframe_records": [{"seed": 5, "label": 2}]},
         "unconditional": {"dataframe_records": [{"seed": 5}]},
-        "translator": {"dataframe_records": [{"image": _png(16, 16), "direction": "a2b"}]}}
+        "translator": {"dataframe_records": [{"image": _png(16, 16), "direction": "a2b"}]},
+        "classifier": {"dataframe_records": [{"image": _png(16, 16)}]},
+        "pair": {"dataframe_records": [{"seed": 5}]}}
 
 
 def _register(root: Path, kind: str) -> str:
@@ -65,7 +68,7 @@ def _register(root: Path, kind: str) -> str:
     name = f"payload-{kind}"
     params = params_from_dict(tiny_params({"register": {"model_name": name}}))
     metrics = {"variant": variant, "family": family, "evaluator_id": "payloads", "extractor": "domain",
-               "num_samples": 10, "fid": 1.0, "generator_hash": file_hash(path)}
+               "num_samples": 10, "fid": 1.0, "error": 0.5, "generator_hash": file_hash(path)}
     if kind == "translator":
         metrics["directions"] = ["a2b", "b2a"]
     register_generator(params, generator_path=path, eval_metrics=metrics, train_metrics={},
@@ -122,7 +125,7 @@ def _message(resp: requests.Response) -> str:
 # The table ---------------------------------------------------------------------------------------------
 
 ROW = re.compile(r"\| (S\d+) \| `(.+)` \| (\d{3}) \| `(.+)` \|")
-PAYLOAD = re.compile(r"(generator|unconditional|translator)(?: \(([^)]*)\))?: (.*)")
+PAYLOAD = re.compile(r"(generator|unconditional|translator|classifier|pair)(?: \(([^)]*)\))?: (.*)")
 
 
 def _table() -> list[tuple[str, str, int, str]]:
