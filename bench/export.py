@@ -73,7 +73,7 @@ def main() -> None:
                 export_graph(graph, fmt, paths[fmt])
                 times[fmt] = time.perf_counter() - start
             inputs = random_inputs(graph, 256, seed=1)
-            wrapper = _Portable(graph.module, graph.pixels_in).eval()
+            wrapper = _Portable(graph.module, graph.pixels_in, graph.output).eval()
             with torch.no_grad():
                 want, want_px = wrapper(*inputs.values())
             for fmt in paths:

@@ -1,9 +1,11 @@
 """Portable exports of a trained model, for use outside Python and outside this project.
 
-Each network an artifact lists in ``graphs()`` (one generator; one per direction of a translator) is written
-as ONNX (opset :data:`OPSET`, any batch size) or TorchScript. The exported graph includes what the
-artifact does around the network: a translator's graph takes uint8 pixels, and every graph returns both the
-image in [-1, 1] (``image``) and the uint8 pixels ``gans serve`` and ``gans sample`` return (``pixels``).
+Each network an artifact lists in ``graphs()`` (one generator; one per direction of a translator or per
+domain of a CoGAN; a semi-supervised model's classifier) is written as ONNX (opset :data:`OPSET`, any batch
+size) or TorchScript. The exported graph includes what the artifact does around the network: a translator's
+or a classifier's graph takes uint8 pixels; an image graph returns both the image in [-1, 1] (``image``) and
+the uint8 pixels ``gans serve`` and ``gans sample`` return (``pixels``), a classifier's its ``logits`` and
+the ``probabilities`` serving returns.
 What each input means (for a generator: how the latent of a seed is made) is stored in the file: ONNX
 metadata properties, or the ``gans.json`` extra file of a TorchScript archive.
 """
@@ -31,6 +33,10 @@ OUTPUTS = {
     "image": "float32 (N, C, R, R): the image in [-1, 1]",
     "pixels": "uint8 (N, C, R, R): round((image + 1) * 127.5) clamped to 0..255, the image gans serve returns",
 }
+CLASS_OUTPUTS = {
+    "logits": "float32 (N, K): the classifier's logits, one per class",
+    "probabilities": "float32 (N, K): softmax of the logits, the probabilities gans serve returns",
+}
 TOLERANCE = 1e-4  # max |exported - PyTorch| on ``image`` in float32 that a verified export stays within
 
 
@@ -38,19 +44,26 @@ class ExportError(RuntimeError):
     """A network that does not export to the format asked for, or whose export disagrees with PyTorch."""
 
 
-class _Portable(nn.Module):
-    """A graph's network with the artifact's conversions around it: uint8 pixels in (translators), and
-    the image and its uint8 pixels out."""
+def outputs_of(graph: Graph) -> dict[str, str]:
+    """The outputs of ``graph``'s export, by name, with what each holds."""
+    return CLASS_OUTPUTS if graph.output == "classes" else OUTPUTS
 
-    def __init__(self, module: nn.Module, pixels_in: bool) -> None:
+
+class _Portable(nn.Module):
+    """A graph's network with the artifact's conversions around it: uint8 pixels in (translators,
+    classifiers), and the image and its uint8 pixels out (or a classifier's logits and probabilities)."""
+
+    def __init__(self, module: nn.Module, pixels_in: bool, output: str = "image") -> None:
         super().__init__()
-        self.module, self.pixels_in = module, pixels_in
+        self.module, self.pixels_in, self.classes = module, pixels_in, output == "classes"
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.pixels_in:
             inputs = (inputs[0].float().div(127.5).sub(1.0), *inputs[1:])
-        image = self.module(*inputs)
-        return image, image.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        out = self.module(*inputs)
+        if self.classes:
+            return out, out.softmax(1)
+        return out, out.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
 def _portable(graph: Graph) -> _Portable:
@@ -59,12 +72,13 @@ def _portable(graph: Graph) -> _Portable:
     module = graph.module
     if any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers())):
         module = copy.deepcopy(module).cpu()
-    return _Portable(module, graph.pixels_in).eval()
+    return _Portable(module, graph.pixels_in, graph.output).eval()
 
 
 def metadata(graph: Graph, fmt: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What the exported file says about itself: each input and output, the format and ``extra``."""
-    meta = {**{f"input.{k}": v for k, v in graph.metadata.items()}, **{f"output.{k}": v for k, v in OUTPUTS.items()},
+    meta = {**{f"input.{k}": v for k, v in graph.metadata.items()},
+            **{f"output.{k}": v for k, v in outputs_of(graph).items()},
             "format": f"onnx opset {OPSET}" if fmt == "onnx" else "torchscript", "batch": "any size >= 1"}
     return {**meta, **(extra or {})}
 
@@ -88,7 +102,7 @@ def export_graph(graph: Graph, fmt: str, path: str | Path, *, extra: dict[str, s
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 torch.onnx.export(wrapper, args, str(tmp), input_names=list(graph.inputs),
-                                  output_names=list(OUTPUTS), opset_version=OPSET, dynamo=True, external_data=False,
+                                  output_names=list(outputs_of(graph)), opset_version=OPSET, dynamo=True, external_data=False,
                                   dynamic_shapes=(tuple({0: batch} for _ in args),), verbose=False)
         except Exception as err:  # noqa: BLE001 - any exporter failure means this network has no ONNX form
             raise ExportError(f"{graph.name} does not export to ONNX ({type(err).__name__}: "
@@ -131,12 +145,13 @@ def random_inputs(graph: Graph, count: int, seed: int = 0) -> dict[str, torch.Te
 
 
 def run_exported(path: str | Path, fmt: str, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(image, pixels) of an exported file on ``inputs``: ONNX in ONNX Runtime, TorchScript in torch.jit."""
+    """The two outputs of an exported file on ``inputs`` (image and pixels; a classifier's logits and
+    probabilities): ONNX in ONNX Runtime, TorchScript in torch.jit."""
     if fmt == "onnx":
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        image, pixels = session.run(list(OUTPUTS), {k: v.numpy() for k, v in inputs.items()})
+        image, pixels = session.run(None, {k: v.numpy() for k, v in inputs.items()})
         return torch.from_numpy(image), torch.from_numpy(pixels)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,9 +163,10 @@ def run_exported(path: str | Path, fmt: str, inputs: dict[str, torch.Tensor]) ->
 
 def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: int = 0,
            name: str | Path | None = None) -> float:
-    """Max |exported - PyTorch| of ``image`` over ``count`` random inputs (a batch size other than the example's,
-    so a batch size fixed by the exporter fails); an ExportError past :data:`TOLERANCE` or when the uint8 pixels
-    differ by more than one level (a rounding tie). ``name``: the file to name in the error."""
+    """Max |exported - PyTorch| of ``image`` (a classifier's logits) over ``count`` random inputs (a batch size
+    other than the example's, so a batch size fixed by the exporter fails); an ExportError past
+    :data:`TOLERANCE` or when the uint8 pixels differ by more than one level (a rounding tie), or the
+    probabilities by more than the tolerance. ``name``: the file to name in the error."""
     inputs = random_inputs(graph, count, seed)
     wrapper = _portable(graph)
     with torch.no_grad():
@@ -161,10 +177,15 @@ def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: in
         raise ExportError(f"{name or path}: the {fmt} export of {graph.name} does not run on {count} random "
                           f"inputs ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
     diff = float((image - want_image).abs().max())
-    levels = int((pixels.int() - want_pixels.int()).abs().max())
-    if not diff <= TOLERANCE or levels > 1:
+    if graph.output == "classes":
+        second = float((pixels - want_pixels).abs().max())
+        bad, what = second > TOLERANCE, f"probabilities by {second:.3g}"
+    else:
+        levels = int((pixels.int() - want_pixels.int()).abs().max())
+        bad, what = levels > 1, f"pixels by {levels} levels"
+    if not diff <= TOLERANCE or bad:
         raise ExportError(f"{name or path}: the {fmt} export of {graph.name} differs from PyTorch by {diff:.3g} "
-                          f"(pixels by {levels} levels) on {count} random inputs; tolerance {TOLERANCE:g}")
+                          f"({what}) on {count} random inputs; tolerance {TOLERANCE:g}")
     return diff
 
 

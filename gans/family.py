@@ -209,10 +209,11 @@ class EvalContext:
 class Graph:
     """One network of an artifact as a portable export sees it (:mod:`gans.export`).
 
-    ``module(*inputs)`` returns the image, float (N, C, R, R) in [-1, 1]; ``inputs`` are example inputs in
-    the order ``module`` takes them, each with the batch as its first dimension. When ``pixels_in`` is set,
-    the first input is uint8 pixels and the export converts it to [-1, 1] as the artifact does. ``metadata``
-    describes the inputs for users of the exported file (it is stored in it)."""
+    ``module(*inputs)`` returns the image, float (N, C, R, R) in [-1, 1] (``output`` "image"), or a
+    classifier's logits, float (N, K) (``output`` "classes"); ``inputs`` are example inputs in the order
+    ``module`` takes them, each with the batch as its first dimension. When ``pixels_in`` is set, the first
+    input is uint8 pixels and the export converts it to [-1, 1] as the artifact does. ``metadata`` describes
+    the inputs for users of the exported file (it is stored in it)."""
 
     name: str  # the file's stem: "generator", or "generator-a2b" for one direction of a translator
     module: nn.Module
@@ -220,6 +221,7 @@ class Graph:
     metadata: dict[str, str]
     pixels_in: bool = False
     bounds: dict[str, int] = field(default_factory=dict)  # integer inputs: values lie in 0..bound - 1
+    output: Literal["image", "classes"] = "image"
 
 
 class Artifact(Protocol):

@@ -396,7 +396,7 @@ def _champion_artifact(params: Any, version: int | None = None):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from gans.export import FORMATS, OPSET, OUTPUTS, SUFFIX, ExportError, artifact_metadata, export_graph
+    from gans.export import FORMATS, OPSET, SUFFIX, ExportError, artifact_metadata, export_graph, outputs_of
 
     params = _params(args)
     if args.format not in FORMATS:
@@ -426,9 +426,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         graph = graphs[f"generator-{direction}"]
     else:
         if args.direction is not None:
-            raise ConfigError(f"--direction: {artifact.variant} generates from seeds; only translation models "
-                              "take a direction")
-        graph = graphs["generator"]
+            does = "classifies images" if artifact.kind == "classify" else "generates from seeds"
+            raise ConfigError(f"--direction: {artifact.variant} {does}; only translation models take a direction "
+                              "(and a CoGAN, a domain)")
+        graph = graphs.get("generator") or graphs["classifier"]
     out = Path(args.out or f"exports/{graph.name}{SUFFIX[args.format]}")
     name = params.register.model_name
     source = args.checkpoint or (f"models:/{name}/{args.version}" if args.version is not None
@@ -441,7 +442,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     runtime = "ONNX Runtime" if args.format == "onnx" else "torch.jit"
     print(f"wrote {out} ({what}) from {source}")
     print("  inputs: " + "; ".join(f"{k}: {v}" for k, v in graph.metadata.items()))
-    print("  outputs: " + "; ".join(f"{k}: {v}" for k, v in OUTPUTS.items()))
+    print("  outputs: " + "; ".join(f"{k}: {v}" for k, v in outputs_of(graph).items()))
     print(f"  checked: max |{runtime} - PyTorch| = {diff:.2g} on 3 random inputs")
     return 0
 

@@ -22,7 +22,7 @@ from pipeline.cli import main
 # every generator architecture: each family's default preset first (dcgan, pix2pix), then the others
 CASES = {"dcgan": "digits", "gan": "digits", "cgan": "digits", "infogan": "digits", "sagan": "digits",
          "pix2pix": "mnist5k-edges", "cyclegan": "digits-mnist5k", "discogan": "digits-mnist5k",
-         "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives"}
+         "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives", "improvedgan": "digits"}
 
 
 def _artifact(tmp: Path, variant: str):
@@ -48,8 +48,8 @@ def test_onnx_runtime_matches_pytorch(artifacts: dict, variant: str, tmp_path: P
     artifact = artifacts[variant]
     exported = export_artifact(artifact, "onnx", tmp_path)
     assert sorted(exported) == sorted(g.name for g in artifact.graphs())
-    assert sorted(exported) == (["generator"] if artifact.kind == "generate" else
-                                [f"generator-{d}" for d in artifact.directions])
+    assert sorted(exported) == (["generator"] if artifact.kind == "generate" else ["classifier"]
+                                if artifact.kind == "classify" else [f"generator-{d}" for d in artifact.directions])
     for graph in artifact.graphs():
         path, _ = exported[graph.name]
         for batch in (1, 5):  # any batch size, not the example's (2)
@@ -58,7 +58,8 @@ def test_onnx_runtime_matches_pytorch(artifacts: dict, variant: str, tmp_path: P
                 want = graph.module(*((inputs[k].float() / 127.5 - 1 if graph.pixels_in else inputs[k])
                                       for k in inputs))
             image, pixels = run_exported(path, "onnx", inputs)
-            assert image.shape == want.shape and pixels.dtype == torch.uint8
+            assert image.shape == want.shape
+            assert pixels.dtype == (torch.float32 if graph.output == "classes" else torch.uint8)
             assert float((image - want).abs().max()) <= TOLERANCE
         props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
         assert props["family"] == artifact.family and props["variant"] == variant and props["format"] == "onnx opset 18"
@@ -86,6 +87,18 @@ def test_a_translator_export_takes_and_gives_pixels_as_serving_does(artifacts: d
         _, pixels = run_exported(path, "onnx", {"source": images})
         served = artifact.translate(images, direction)
         assert (pixels.int() - served.int()).abs().max() <= 1 and (pixels == served).float().mean() > 0.99
+
+
+def test_a_classifier_export_gives_the_probabilities_serving_gives(artifacts: dict, tmp_path: Path) -> None:
+    artifact = artifacts["improvedgan"]
+    images = torch.randint(0, 256, (5, 1, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    for fmt in ("onnx", "torchscript"):
+        path, _ = export_artifact(artifact, fmt, tmp_path)["classifier"]
+        logits, probabilities = run_exported(path, fmt, {"image": images})
+        assert logits.shape == (5, len(artifact.classes))
+        assert float((probabilities - artifact.classify(images)).abs().max()) <= TOLERANCE
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "classifier.onnx")).metadata_props}
+    assert props["kind"] == "classify" and "softmax of the logits" in props["output.probabilities"]
 
 
 def test_torchscript_matches_pytorch(artifacts: dict, tmp_path: Path) -> None:

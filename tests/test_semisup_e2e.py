@@ -15,7 +15,8 @@ import pytest
 import requests
 import torch
 
-from conftest import invoke_rows, make_project, png_base64, run, serve_model, tiny_params
+from conftest import invoke_rows, make_project, model_files, png_base64, run, serve_model, tiny_params
+from gans.export import run_exported
 from gans.families import load_artifact
 
 pytestmark = pytest.mark.e2e
@@ -61,8 +62,12 @@ def test_improvedgan_through_dvc_reports_error_beside_the_baseline_and_registers
     assert "baseline error" in summary
     run(["gans", "sample", "--count", "4", "--out", "four.png"], improvedgan)
     assert (improvedgan / "four.png").stat().st_size > 0
-    export = run(["gans", "export", "--checkpoint", "models/generator.pt"], improvedgan, check=False)
-    assert export.returncode != 0 and "its artifact is a classifier" in export.stderr
+    run(["gans", "export", "--checkpoint", "models/generator.pt", "--out", "classifier.onnx"], improvedgan)
+    holdout = torch.load(improvedgan / "data/prepared/holdout.pt", weights_only=False)["images"][:4]
+    _, probabilities = run_exported(improvedgan / "classifier.onnx", "onnx", {"image": holdout})
+    want = load_artifact(improvedgan / "models/generator.pt").classify(holdout)
+    assert float((probabilities - want).abs().max()) < 1e-4
+    assert (model_files(improvedgan, "models:/gan-generator/1") / "artifacts/classifier.onnx").is_file()  # registered too
     assert "Data and pipelines are up to date" in run(["dvc", "status"], improvedgan).stdout
 
 

@@ -29,8 +29,6 @@ class ClassifierArtifact:
     (``generate(seeds, labels)``; ``num_classes`` is the generator's conditioning, 0 when unconditional)."""
 
     kind, family = "classify", FAMILY
-    no_export = ("its artifact is a classifier, and the portable exports hold image generators and translators; "
-                 "serve it (gans serve) or load models/generator.pt in Python")
 
     def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
         self.payload, self.device = payload, torch.device(device)
@@ -70,7 +68,12 @@ class ClassifierArtifact:
                           "summing to 1)"}
 
     def graphs(self) -> list[Graph]:
-        return []
+        """The classifier (not the baseline, nor the generator that helped train it): uint8 pixels in,
+        logits and probabilities out."""
+        c, r = self.channels, self.resolution
+        image = torch.zeros(2, c, r, r, dtype=torch.uint8, device=self.device)
+        meta = {"image": f"uint8 (N, {c}, {r}, {r}): the images' pixels, 0..255 ({'grey' if c == 1 else 'RGB'})"}
+        return [Graph("classifier", self.classifier, {"image": image}, meta, pixels_in=True, output="classes")]
 
 
 def _errors(artifact: ClassifierArtifact, ctx: EvalContext, baseline: bool = False) -> tuple[torch.Tensor, float]:
