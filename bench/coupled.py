@@ -89,7 +89,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             body = (f"Machine: {machine()}; load average at the start {load[0]:.1f}. Command: `{command}`. Each "
                     f"row: CoGAN trained {args.steps} steps at batch {args.batch} (a batch of each domain per update; "
-                    "paired data split in two halves, one per domain, so no pair is seen), width "
+                    "paired data split in two halves, one per domain, so no pair is seen; img/s counts both domains' images), width "
                     f"{args.width}, 32x32, ADA off, train.precision auto; the EMA generator evaluated on "
                     f"{args.samples} pairs. FID per domain against its real holdout (domain features). Pixel "
                     "agreement: the source's known transform (edge map of the digit; negative of the digit) "

@@ -54,11 +54,11 @@ def run(name: str, args: argparse.Namespace, seed: int) -> dict:
 
 
 def spread(values: list[float], fmt: str) -> str:
-    """'mean (min-max)' over draws; the value alone for one draw."""
+    """'mean (min to max)' over draws; the value alone for one draw."""
     mean = sum(values) / len(values)
     if len(values) == 1:
         return format(mean, fmt)
-    return f"{format(mean, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+    return f"{format(mean, fmt)} ({format(min(values), fmt)} to {format(max(values), fmt)})"
 
 
 def draws_table(rows: list[dict]) -> str:
@@ -120,7 +120,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
             draws = (f"data.seed {seeds[0]}" if args.draws == 1 else
                      f"{args.draws} label draws (data.seed {', '.join(map(str, seeds))}: each seed its own holdout "
-                     "split, labelled subset and evaluator; the first table gives mean (min-max) over draws)")
+                     "split, labelled subset and evaluator; the first table gives mean (min to max) over draws)")
             body = (f"Machine: {machine()}; load average at the start {load[0]:.1f}. Command: `{command}`. mnist5k "
                     f"(4,500 training images, 32x32) with {args.labels} labels per class kept, {draws}; each preset "
                     f"trained {args.steps} steps at batch 64 (a batch of labelled and a batch of unlabelled images "
