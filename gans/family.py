@@ -233,7 +233,7 @@ class Artifact(Protocol):
     - ``classify``: attributes ``classes``, ``resolution``, ``channels``; ``classify(images uint8 (N, C, R, R))
       -> probabilities float (N, K)``; a semi-supervised model also ``generate``s from its generator.
     - ``pair``: attributes ``z_dim``, ``domains`` ("a", "b"); ``generate_pair(seeds) -> (uint8 (N, C_a, R, R),
-      uint8 (N, C_b, R, R))``, the two images of each seed's latent (CoGAN).
+      uint8 (N, C_b, R, R))``, the two images of each seed's latent (CoGAN); ``pair_grid(seeds, per_row=)``.
 
     An artifact whose ``graphs()`` is empty may say why in ``no_export``.
     ``graphs()`` gives its networks for export (one per direction), ``describe()`` what a client needs to

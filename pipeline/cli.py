@@ -280,9 +280,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if artifact.kind == "translate":
         grid = _translation_grid(artifact, args)
     elif artifact.kind == "pair":  # each row of domain a above the domain-b images of the same seeds
-        from gans.families.coupled.evaluate import pair_grid
-
-        grid = pair_grid(*artifact.generate_pair(list(range(args.seed, args.seed + args.count))), per_row=args.per_row)
+        grid = artifact.pair_grid(list(range(args.seed, args.seed + args.count)), per_row=args.per_row)
     else:
         labels = None
         if artifact.num_classes:

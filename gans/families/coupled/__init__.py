@@ -44,6 +44,10 @@ class PairArtifact:
     def generate_pair(self, seeds: Sequence[int], *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         return _evaluate.draw_pairs(self.generator, seeds, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
 
+    def pair_grid(self, seeds: Sequence[int], *, per_row: int = 8) -> torch.Tensor:
+        """uint8 (C, H, W): rows of ``per_row`` domain-a images, each above the domain-b images of the same seeds."""
+        return _evaluate.pair_grid(*self.generate_pair(seeds), per_row=per_row)
+
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
                 "resolution": self.resolution, "channels": {d: self.net_spec.channels(d) for d in DOMAINS},
