@@ -1,6 +1,7 @@
 """Augmentation on limited data: DCGAN on mnist5k subsets without augmentation, with DiffAugment and with ADA.
 
     python bench/ada.py [--steps 1500] [--sizes 500,1000,4500] [--samples 5000] [--overhead-windows 7]
+                        [--modes none,DiffAugment,ADA,fixed] [--fixed-p 0.2] [--eval-every 0] [--set KEY=VALUE ...]
 
 ``--sizes ""`` runs only the step-cost part; ``--overhead-windows 0`` skips it.
 
@@ -10,6 +11,11 @@ pipeline's own train and evaluate stages in a scratch folder
 prepared training split; the holdout (500 images) and the domain evaluator are shared,
 so all FIDs are comparable. A second part times the training step with ADA
 against the same step without it, interleaved in one process.
+
+Every run's curves (the train stage's plots/train.csv: r_t, E[sign D] on fixed training and validation
+images, r_v, p; with --eval-every, plots/fid.csv) are kept under bench/out/ada/curves/, and a figure per
+training-set size is drawn into bench/ada-curves-N.png (FID, r_t and E[sign D(validation)], r_v, p against
+the step, one line per mode).
 """
 
 from __future__ import annotations
@@ -41,11 +47,13 @@ MODES = {
     "none": ["augment.ada.enabled=false", "augment.diffaugment="],
     "DiffAugment": ["augment.ada.enabled=false", "augment.diffaugment=color,translation,cutout"],
     "ADA": ["augment.ada.enabled=true", "augment.diffaugment="],
+    "fixed": ["augment.ada.enabled=true", "augment.diffaugment=", "augment.ada.mode=fixed"],  # p = --fixed-p
 }
 
 
-def run(size: int, mode: str, base: list[str]) -> dict:
-    params = load_params(ROOT / "params.yaml", base + MODES[mode])
+def run(size: int, mode: str, base: list[str], fixed_p: float) -> dict:
+    extra = [f"augment.ada.initial_p={fixed_p}"] if mode == "fixed" else []
+    params = load_params(ROOT / "params.yaml", base + MODES[mode] + extra)
     stages.augment(params)  # writes the spec for this mode and the full training set
     full = ImageSet.from_dict(load_torch(paths.AUGMENTED / "train.pt"))
     # a fixed random subset (the prepared split keeps the source's order, which is sorted by digit in mnist5k);
@@ -58,9 +66,69 @@ def run(size: int, mode: str, base: list[str]) -> dict:
     started = time.perf_counter()
     train = stages.train(params)
     ev = stages.evaluate(params)
+    curves = Path("curves")
+    curves.mkdir(exist_ok=True)
+    shutil.copy(paths.TRAIN_PLOT, curves / f"{size}-{mode}-train.csv")
+    shutil.copy(paths.FID_PLOT, curves / f"{size}-{mode}-fid.csv")
+    late = _late_means(curves / f"{size}-{mode}-train.csv")
+    periodic = _read_csv(curves / f"{size}-{mode}-fid.csv")
+    best = min(periodic, key=lambda r: float(r["fid"])) if periodic else None
     return {"size": size, "mode": mode, "fid": ev["fid"], "kid": ev["kid"], "is": ev["is"],
-            "ada_p": train["ada_p"] if mode == "ADA" else None, "img_per_s": train["img_per_s"],
-            "seconds": time.perf_counter() - started}
+            "ada_p": train["ada_p"] if mode in ("ADA", "fixed") else None, "img_per_s": train["img_per_s"],
+            "seconds": time.perf_counter() - started, **late,
+            "best_periodic": f"{float(best['fid']):.1f} @ {best['step']}" if best else ""}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _late_means(path: Path) -> dict[str, float | None]:
+    """Means of r_t, E[sign D(train)], E[sign D(validation)] and r_v over the last quarter of the run."""
+    rows = _read_csv(path)
+    rows = rows[len(rows) * 3 // 4:]
+    out: dict[str, float | None] = {}
+    for key in ("d_real_sign", "sign_train", "sign_val", "r_v"):
+        values = [float(r[key]) for r in rows if r.get(key)]
+        out[key] = statistics.mean(values) if values else None
+    return out
+
+
+def draw_curves(size: int, modes: list[str]) -> Path:
+    """One figure for a training-set size: FID, r_t and E[sign D(validation)], r_v, p against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for mode in modes:
+        train = _read_csv(Path("curves") / f"{size}-{mode}-train.csv")
+        fid = _read_csv(Path("curves") / f"{size}-{mode}-fid.csv")
+        step = [int(r["step"]) for r in train]
+        line, = axes[1].plot(step, [float(r["d_real_sign"]) for r in train], label=f"{mode}: r_t", alpha=0.6)
+        axes[1].plot(step, [float(r["sign_val"]) for r in train], "--", color=line.get_color(),
+                     label=f"{mode}: E[sign D(val)]")
+        axes[2].plot(step, [float(r["r_v"]) for r in train], color=line.get_color(), label=mode)
+        axes[3].plot(step, [float(r["ada_p"]) for r in train], color=line.get_color(), label=mode)
+        if fid:
+            axes[0].plot([int(r["step"]) for r in fid], [float(r["fid"]) for r in fid], "o-",
+                         color=line.get_color(), label=mode)
+    for ax, title in zip(axes, ("periodic FID (EMA G, 1,000 samples)", "r_t (solid) and E[sign D(validation)] "
+                                "(dashed)", "r_v", "augmentation probability p")):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[1].axhline(0.6, color="grey", lw=0.5)
+    fig.suptitle(f"DCGAN on {size} training images", fontsize=11)
+    fig.tight_layout()
+    out = ROOT / "bench" / f"ada-curves-{size}.png"
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
 
 
 def step_overhead(params_base: list[str], windows: int, steps: int) -> dict:
@@ -94,12 +162,18 @@ def _sync(device: torch.device) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| training images | augmentation | domain FID | KID | IS | final ADA p | img/s | seconds |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| training images | augmentation | domain FID | KID | IS | best periodic FID @ step | final ADA p | "
+             "r_t | E[sign D(train)] | E[sign D(val)] | r_v | img/s | seconds |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def f(v: float | None) -> str:
+        return "" if v is None else f"{v:.2f}"
+
     for r in rows:
         p = f"{r['ada_p']:.3f}" if r["ada_p"] is not None else ""
-        lines.append(f"| {r['size']} | {r['mode']} | {r['fid']:.2f} | {r['kid']:.3f} | {r['is']:.2f} | {p} | "
-                     f"{r['img_per_s']:.0f} | {r['seconds']:.0f} |")
+        lines.append(f"| {r['size']} | {r['mode']} | {r['fid']:.2f} | {r['kid']:.3f} | {r['is']:.2f} | "
+                     f"{r['best_periodic']} | {p} | {f(r['d_real_sign'])} | {f(r['sign_train'])} | {f(r['sign_val'])} | "
+                     f"{f(r['r_v'])} | {r['img_per_s']:.0f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -111,14 +185,18 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--overhead-windows", type=int, default=7, help="0 skips the step-cost part")
+    ap.add_argument("--fixed-p", type=float, default=0.2, help="p of the 'fixed' mode")
+    ap.add_argument("--eval-every", type=int, default=0, help="periodic FID (1,000 samples) every N steps")
+    ap.add_argument("--set", action="append", default=[], help="KEY=VALUE over params.yaml for every run")
     ap.add_argument("--title", default="ADA and DiffAugment on limited data")
     args = ap.parse_args()
     work = ROOT / "bench/out/ada"
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
     base = [f"train.steps={args.steps}", f"model.width={args.width}", f"evaluate.num_samples={args.samples}",
-            f"tracking.uri=sqlite:///{work}/mlflow.db", "train.sample_every=100000", "train.eval_every=0",
-            f"train.checkpoint_every={args.steps}", "model.variant=dcgan"]
+            f"tracking.uri=sqlite:///{work}/mlflow.db", "train.sample_every=100000",
+            f"train.eval_every={args.eval_every}", "train.eval_samples=1000",
+            f"train.checkpoint_every={args.steps}", "model.variant=dcgan", *args.set]
     params = load_params(ROOT / "params.yaml", base)
     if not Path("models/evaluator.pt").is_file():
         stages.prepare(params)
@@ -133,16 +211,23 @@ def main() -> None:
             f"{cost['windows']} windows of {cost['steps']} steps each, medians: {cost['off_s'] * 1000:.1f} ms without, "
             f"{cost['on_s'] * 1000:.1f} ms with ADA; ratio **{cost['ratio']:.3f}** (goal < 1.15)."))
     head = (f"Machine: {machine()}. Command: `{command}`. DCGAN (width {args.width}, batch 64) trained for "
-            f"{args.steps} generator steps on a random N-image subset of mnist5k's training split (the same for every mode) (32x32); ADA = "
-            f"`bgc` pipeline, adaptive p (target 0.6, interval 4, speed 100 kimg); DiffAugment = "
-            f"color,translation,cutout. Domain FID/KID/IS on {args.samples} samples against the same 500 holdout "
-            f"images.\n\n")
+            f"{args.steps} generator steps on a random N-image subset of mnist5k's training split (the same for every "
+            f"mode) (32x32); ADA = `{params.augment.ada.pipeline}` pipeline, adaptive p (target "
+            f"{params.augment.ada.target}, interval {params.augment.ada.interval}, speed "
+            f"{params.augment.ada.speed_kimg} kimg); fixed = the same pipeline at p = {args.fixed_p}; DiffAugment = "
+            f"color,translation,cutout. Domain FID/KID/IS of the final EMA generator on {args.samples} samples "
+            f"against the same 500 holdout images. r_t (E[sign D] on the augmented training batches), E[sign D] on "
+            f"64 fixed un-augmented training and validation (holdout) images and r_v = (E[D(train)] - E[D(val)]) / "
+            f"(E[D(train)] - E[D(generated)]) (Karras et al. 2020): means over the last quarter of the run. "
+            f"Curves: bench/ada-curves-N.png.\n\n")
     rows = []
     for size in (int(s) for s in args.sizes.split(",") if s):
-        for mode in args.modes.split(","):
-            rows.append(run(size, mode, base))
+        modes = args.modes.split(",")
+        for mode in modes:
+            rows.append(run(size, mode, base, args.fixed_p))
             print(json.dumps(rows[-1]), flush=True)
             write_section(args.title, head + table(rows))
+        draw_curves(size, modes)
 
 if __name__ == "__main__":
     main()

@@ -599,8 +599,26 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
+    def _probe(self) -> dict[str, torch.Tensor]:
+        """The recipe's optional ``probe()`` statistics (e.g. the noise family's overfitting heuristics),
+        measured without gradients and without side effects on training: the networks' buffers (batch-norm
+        running statistics, spectral-norm vectors) are restored afterwards and the random streams forked."""
+        probe = getattr(self.recipe, "probe", None)
+        if probe is None:
+            return {}
+        buffers = [b for net in self.nets.values() for b in net.buffers()]
+        saved = [b.clone() for b in buffers]
+        devices = [self.device] if self.device.type == "cuda" else []
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices), self._autocast():
+                return probe()
+        finally:
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
+
     def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
-        values = {k: float(v) for k, v in stats.items()}
+        values = {k: float(v) for k, v in (stats | self._probe()).items()}
         values["ada_p"] = self.ada_p
         if self.p_log:  # every adjustment since the last log, in one host sync
             ps = torch.stack([p for _, p in self.p_log]).tolist()

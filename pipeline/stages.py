@@ -155,7 +155,8 @@ def _hash_of(*parts: str) -> str:
 
 
 def _write_plot(history: list[dict[str, float]], path: Path,
-                keys: tuple[str, ...] = ("step", "loss_d", "loss_g", "d_real", "d_fake", "ada_p")) -> None:
+                keys: tuple[str, ...] = ("step", "loss_d", "loss_g", "d_real", "d_fake", "ada_p", "d_real_sign",
+                                         "sign_train", "sign_val", "r_v")) -> None:
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as fh:

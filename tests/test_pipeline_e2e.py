@@ -46,6 +46,8 @@ def test_dvc_repro_writes_every_output(tiny_repo: Path) -> None:
         "ckpt-00000030.pt", "ckpt-00000040.pt"]
     rows = (tiny_repo / "plots/train.csv").read_text().splitlines()
     assert rows[0].startswith("step,loss_d,loss_g") and len(rows) == 1 + 40 // 5
+    probe = [dict(zip(rows[0].split(","), r.split(","))) for r in rows[1:]]  # the overfitting probe, every log
+    assert all(-1 <= float(r["sign_val"]) <= 1 and float(r["r_v"]) == float(r["r_v"]) for r in probe)
     assert (tiny_repo / "dvc.lock").is_file()
     # Periodic FID every 20 steps; the best generator by FID is kept beside the last checkpoints.
     assert train["best_step"] in (20, 40) and train["best_fid"] > 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gans.config import AugmentConfig, ADAConfig, DataConfig, ModelConfig, TrainConfig
-from gans.data import load_source
+from gans.data import Dataset, load_source
 from gans.sampling import generate
 from gans.families import build_trainer
 from gans.families.noise import load_generator
@@ -366,3 +366,50 @@ def test_a_bf16_run_trains_and_resumes_exactly(tmp_path: Path) -> None:
     for a, b in zip(straight.ema["G_ema"].state_dict().values(), resumed.ema["G_ema"].state_dict().values()):
         assert torch.equal(a, b)
     assert [r["loss_d"] for r in straight.history] == [r["loss_d"] for r in resumed.history]
+
+
+# ---------------------------------------------------------------- the overfitting probe (r_v, Karras et al. 2020)
+
+HOLDOUT = Dataset.single(load_source(DataConfig(source="digits", resolution=16, max_images=200, seed=1)))
+
+
+def test_the_overfitting_probe_is_logged_and_leaves_training_as_it_was(tmp_path: Path) -> None:
+    probed = _trainer(tmp_path / "a", preview=HOLDOUT, train=dataclasses.replace(TRAIN, log_every=1))
+    plain = _trainer(tmp_path / "b", train=dataclasses.replace(TRAIN, log_every=1))
+    r1, r2 = probed.fit(), plain.fit()
+    keys = {"d_train", "d_val", "d_gen", "r_v", "sign_train", "sign_val"}
+    assert all(keys <= row.keys() for row in r1.history) and not any(keys & row.keys() for row in r2.history)
+    for row in r1.history:
+        assert -1 <= row["sign_train"] <= 1 and -1 <= row["sign_val"] <= 1
+        expected = (row["d_train"] - row["d_val"]) / (row["d_train"] - row["d_gen"])
+        assert row["r_v"] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    # the probe runs G and D in training mode: their batch-norm statistics and the random streams must be
+    # exactly as without it, or the run (and its exact resume) would depend on train.log_every
+    for net in ("G", "D"):
+        for (k, a), b in zip(probed.nets[net].state_dict().items(), plain.nets[net].state_dict().values()):
+            assert torch.equal(a, b), f"{net}.{k} differs with the probe on"
+    assert [r["loss_d"] for r in r1.history] == [r["loss_d"] for r in r2.history]
+
+
+def test_r_v_reads_a_memorising_discriminator_as_overfitting(tmp_path: Path) -> None:
+    """A discriminator trained to call 16 training images real and everything else fake (validation images
+    included) gives r_v near 1; on validation images it has never told apart from training ones, near 0."""
+    t = _trainer(tmp_path, preview=HOLDOUT)
+    t.setup()
+    recipe = t.recipe
+    D = t.nets["D"]
+    opt = torch.optim.Adam(D.parameters(), lr=1e-2)
+    train_x = recipe.probe_sets["train"]["images"]
+    val_x = recipe.probe_sets["val"]["images"]
+    from gans.data import to_float
+    before = t._probe()
+    for _ in range(150):
+        logits = D.logits(D.features(to_float(torch.cat([train_x, val_x])), None), None).flatten()
+        target = torch.cat([torch.ones(len(train_x)), torch.zeros(len(val_x))])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = t._probe()
+    assert abs(float(before["r_v"])) < 0.5
+    assert float(after["r_v"]) > 0.8 and float(after["sign_val"]) < 0 < float(after["sign_train"])

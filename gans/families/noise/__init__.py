@@ -160,7 +160,7 @@ class NoiseFamily:
 
     def recipe(self, composition: Variant, *, model: ModelConfig, data: Dataset,
                preview: Dataset | None = None, features: Any = None) -> NoiseRecipe:
-        return NoiseRecipe(composition, model=model, data=data)
+        return NoiseRecipe(composition, model=model, data=data, validation=preview)
 
     def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> GeneratorArtifact:
         return GeneratorArtifact(payload, device)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from gans.config import ConfigError, ModelConfig, to_dict
-from gans.data import Dataset
+from gans.data import Dataset, to_float
 from gans.family import Augment, Batch, Phase
 from gans.families.noise.nets import NetSpec, build_networks, check_buildable
 from gans.families.noise.objective import GANObjective, Extras
@@ -19,6 +19,7 @@ from gans.losses import LOSSES, REGULARIZERS
 from gans.sampling import generate, grid_seeds_labels, image_grid
 
 FAMILY = "noise-to-image"
+PROBE_IMAGES = 64  # images per set of the overfitting probe (one batch each: training, validation, generated)
 
 
 def build_spec(variant: Variant, model: ModelConfig, *, channels: int, resolution: int, data_classes: int) -> NetSpec:
@@ -50,7 +51,8 @@ class NoiseRecipe:
 
     primary_metric, higher_is_better = "fid", False
 
-    def __init__(self, variant: Variant, *, model: ModelConfig, data: Dataset) -> None:
+    def __init__(self, variant: Variant, *, model: ModelConfig, data: Dataset,
+                 validation: Dataset | None = None) -> None:
         if data.layout != "images":
             raise ConfigError(f"model.variant: {variant.name} ({FAMILY}) trains on one image set; the prepared "
                               f"data has the {data.layout} layout")
@@ -67,6 +69,61 @@ class NoiseRecipe:
                        Phase("G", "G", new_batch=False, frozen=("D",)))
         self.optimizers = variant.optimizers(("G",), ("D",))
         self.ema = {"G_ema": "G"}
+        self.probe_sets = self._probe_sets(data, validation)
+
+    def _probe_sets(self, data: Dataset, validation: Dataset | None) -> dict[str, dict[str, torch.Tensor]]:
+        """Fixed training and validation images (and labels) for :meth:`probe`, drawn once with seed 0; none
+        without a validation split of the same shape."""
+        if validation is None or validation.layout != "images" or len(validation.images.images) == 0 or \
+                validation.images.images.shape[1:] != data.images.images.shape[1:]:
+            return {}
+        gen = torch.Generator().manual_seed(0)
+        out = {}
+        for name, part in (("train", data.images), ("val", validation.images)):
+            idx = torch.randperm(len(part.images), generator=gen)[:PROBE_IMAGES]
+            out[name] = {"images": part.images[idx]}
+            if part.labels is not None and self.variant_cfg.conditional:
+                out[name]["labels"] = part.labels[idx]
+        gen_z = torch.Generator().manual_seed(1)
+        spec, n = self.spec, len(out["train"]["images"])
+        z = torch.randn(n, spec.z_dim, generator=gen_z)
+        if spec.info_continuous:
+            z = torch.cat([z, torch.rand(n, spec.info_continuous, generator=gen_z) * 2 - 1], dim=1)
+        out["gen"] = {"z": z} | ({"labels": torch.randint(0, spec.num_classes, (n,), generator=gen_z)}
+                                 if spec.num_classes else {})
+        return out
+
+    def probe(self) -> dict[str, torch.Tensor]:
+        """Karras et al. 2020's overfitting heuristics on fixed, un-augmented batches (the trainer calls this
+        without gradients, keeping the networks' buffers and the random streams as they were): D's mean
+        output on training images (``d_train``), on the validation split (``d_val``, images D never trains
+        on) and on generated images (``d_gen``); ``r_v`` = (d_train - d_val) / (d_train - d_gen), 0 while D
+        tells training and validation images apart no better than chance, 1 when it treats the validation
+        images as fakes; and E[sign D] on the training and validation images (``sign_train``, ``sign_val``),
+        to read beside r_t (E[sign D] on the augmented training batches, ADA's heuristic). Empty without a
+        validation split."""
+        if not self.probe_sets:
+            return {}
+        dev = self.device
+
+        def mean_logit(x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+            return self.D.logits(self.D.features(x, y), y).float().flatten()
+
+        def real(name: str) -> torch.Tensor:
+            part = self.probe_sets[name]
+            y = part["labels"].to(dev) if "labels" in part else None
+            return mean_logit(to_float(part["images"]).to(dev), y)
+
+        gen = self.probe_sets["gen"]
+        y_gen = gen["labels"].to(dev) if "labels" in gen else None
+        d_train, d_val = real("train"), real("val")
+        d_gen = mean_logit(self.G(gen["z"].to(dev), y_gen), y_gen)
+        mt, mv, mg = d_train.mean(), d_val.mean(), d_gen.mean()
+        gap = mt - mg
+        r_v = torch.where(gap.abs() > 1e-6, (mt - mv) / torch.where(gap.abs() > 1e-6, gap, torch.ones_like(gap)),
+                          torch.zeros_like(gap))
+        return {"d_train": mt, "d_val": mv, "d_gen": mg, "r_v": r_v,
+                "sign_train": d_train.sign().mean(), "sign_val": d_val.sign().mean()}
 
     def describe(self) -> dict[str, Any]:
         composition = {k: v for k, v in asdict(self.variant_cfg).items() if k != "paper"}
