@@ -17,10 +17,10 @@ def test_repo_params_load_with_contract_defaults() -> None:
     p = load_params(ROOT / "params.yaml")
     assert isinstance(p, Params)
     assert p.data.source == "mnist5k" and p.data.resolution == 32 and p.data.holdout_fraction == 0.1
-    assert p.augment.static == () and p.augment.diffaugment == "" and p.augment.ada.enabled
+    assert p.augment.static == () and p.augment.diffaugment == "" and not p.augment.ada.enabled
     assert p.augment.ada.target == 0.6
     assert p.model.variant == "dcgan" and p.model.z_dim == 64 and p.model.overrides == {}
-    assert (p.train.device, p.train.batch_size, p.train.steps, p.train.precision) == ("auto", 64, 1500, "auto")
+    assert (p.train.device, p.train.batch_size, p.train.steps, p.train.precision) == ("auto", 64, 3000, "auto")
     assert p.evaluate.features == "domain" and p.evaluate.num_samples == 5000
     assert p.register.model_name == "gan-generator" and p.register.promote == "if_better"
     assert p.tracking.uri == "sqlite:///mlflow.db" and p.tracking.experiment == "gans"

@@ -63,8 +63,11 @@ _WGAN_GP = dict(architecture="dcgan", loss="wasserstein", regularizers=("gp",), 
 PRESETS: dict[str, Variant] = {v.name: v for v in [
     Variant(name="gan", architecture="mlp", loss="minimax",
             paper="Goodfellow et al. 2014, Generative Adversarial Nets (MLP, saturating minimax loss)"),
-    Variant(name="dcgan", paper="Radford et al. 2015, Unsupervised Representation Learning with Deep "
-                                "Convolutional GANs"),
+    # G at twice the paper's 2e-4: at this project's CPU budgets the faster generator halves the domain FID
+    # (bench/RESULTS.md, "Default run ablation"); `-S train.lr_g=0.0002` is the paper's setting
+    Variant(name="dcgan", lr_g=4e-4,
+            paper="Radford et al. 2015, Unsupervised Representation Learning with Deep Convolutional GANs "
+                  "(Adam 2e-4 for both; here G at 4e-4)"),
     Variant(name="cgan", conditioning="concat",
             paper="Mirza and Osindero 2014, Conditional GANs (one-hot labels concatenated to G and D inputs)"),
     Variant(name="lsgan", loss="least-squares", loss_args={"a": 0.0, "b": 1.0, "c": 1.0},
