@@ -97,6 +97,13 @@ def _late_means(path: Path) -> dict[str, float | None]:
     return out
 
 
+SMOOTH = 8  # logged points per running mean in the figures (the probe and r_t are per-batch figures)
+
+
+def _smooth(values: list[float], window: int = SMOOTH) -> list[float]:
+    return [statistics.mean(values[max(0, i - window + 1):i + 1]) for i in range(len(values))]
+
+
 def draw_curves(size: int, modes: list[str]) -> Path:
     """One figure for a training-set size: FID, r_t and E[sign D(validation)], r_v, p against the step."""
     import matplotlib
@@ -109,16 +116,17 @@ def draw_curves(size: int, modes: list[str]) -> Path:
         train = _read_csv(Path("curves") / f"{size}-{mode}-train.csv")
         fid = _read_csv(Path("curves") / f"{size}-{mode}-fid.csv")
         step = [int(r["step"]) for r in train]
-        line, = axes[1].plot(step, [float(r["d_real_sign"]) for r in train], label=f"{mode}: r_t", alpha=0.6)
-        axes[1].plot(step, [float(r["sign_val"]) for r in train], "--", color=line.get_color(),
+        line, = axes[1].plot(step, _smooth([float(r["d_real_sign"]) for r in train]), label=f"{mode}: r_t")
+        axes[1].plot(step, _smooth([float(r["sign_val"]) for r in train]), "--", color=line.get_color(),
                      label=f"{mode}: E[sign D(val)]")
-        axes[2].plot(step, [float(r["r_v"]) for r in train], color=line.get_color(), label=mode)
+        axes[2].plot(step, _smooth([float(r["r_v"]) for r in train]), color=line.get_color(), label=mode)
         axes[3].plot(step, [float(r["ada_p"]) for r in train], color=line.get_color(), label=mode)
         if fid:
             axes[0].plot([int(r["step"]) for r in fid], [float(r["fid"]) for r in fid], "o-",
                          color=line.get_color(), label=mode)
     for ax, title in zip(axes, ("periodic FID (EMA G, 1,000 samples)", "r_t (solid) and E[sign D(validation)] "
-                                "(dashed)", "r_v", "augmentation probability p")):
+                                f"(dashed), mean of {SMOOTH} logs", f"r_v, mean of {SMOOTH} logs",
+                                "augmentation probability p")):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
