@@ -218,6 +218,10 @@ class ADAConfig:
     pipeline: Literal["b", "bg", "bgc", "c"] = "bgc"
     mode: Literal["adaptive", "fixed"] = "adaptive"  # fixed: p stays at initial_p (the paper's ablation)
     initial_p: float = 0.0
+    # what the controller steers to `target`: r_t = E[sign D(real)] on the training batches (the paper's
+    # choice), or r_v, the overfitting probe's validation heuristic (noise-to-image variants; p moves at every
+    # train.log_every steps instead of every `interval` minibatches)
+    heuristic: Literal["r_t", "r_v"] = "r_t"
 
     def validate(self, where: str) -> None:
         require(0.0 < self.target < 1.0, f"{where}.target", f"got {self.target}; expected a number in (0, 1)")

@@ -262,6 +262,12 @@ class Trainer:
         self.recipe.bind(self.nets, augment=self._augment if augmenting else None, device=self.device)
         if cfg.compile:
             self.recipe.compile()
+        if self.ada is not None and ada_cfg.mode == "adaptive" and ada_cfg.heuristic == "r_v" \
+                and "r_v" not in self._probe():
+            raise ConfigError(
+                f"augment.ada.heuristic: r_v needs the discriminator-overfitting probe on a validation split, which "
+                f"{self.variant} has not here (noise-to-image variants on an image set with a holdout of the same "
+                f"shape have it); use heuristic: r_t")
         self.streams = {name: {k: t.to(self.device) for k, t in stream.items()}
                         for name, stream in self.recipe.streams.items()}
         # One sampler per stream (the first keeps train.seed: a one-stream recipe draws the batches it always did).
@@ -404,7 +410,7 @@ class Trainer:
         """Accumulate E[sign(D(real))]; adjust p every ``augment.ada.interval`` minibatches
         (``augment.ada.mode: fixed`` keeps p where it started). Under torchrun r_t is averaged over the
         ranks, so p moves alike everywhere."""
-        if self.ada is None or self.augment_cfg.ada.mode == "fixed":
+        if self.ada is None or self.augment_cfg.ada.mode == "fixed" or self.augment_cfg.ada.heuristic == "r_v":
             return
         self.sign_acc += sign_mean
         self.sign_count += 1
@@ -618,7 +624,15 @@ class Trainer:
                     b.copy_(s)
 
     def _log(self, stats: dict[str, torch.Tensor], bar: tqdm) -> None:
-        values = {k: float(v) for k, v in (stats | self._probe()).items()}
+        probe = self._probe()
+        cfg = self.augment_cfg.ada
+        if self.ada is not None and cfg.mode == "adaptive" and cfg.heuristic == "r_v":
+            # the probe is the same on every rank (same weights, same fixed images), so p moves alike everywhere
+            self.ada.p.copy_(ada_adjust(self.ada.p, probe["r_v"].float(), target=cfg.target,
+                                        batch_images=self.train_cfg.batch_size * self.train_cfg.log_every,
+                                        speed_kimg=cfg.speed_kimg))
+            self.p_log.append((self.step, self.ada.p.detach().clone()))
+        values = {k: float(v) for k, v in (stats | probe).items()}
         values["ada_p"] = self.ada_p
         if self.p_log:  # every adjustment since the last log, in one host sync
             ps = torch.stack([p for _, p in self.p_log]).tolist()

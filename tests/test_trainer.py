@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gans.config import AugmentConfig, ADAConfig, DataConfig, ModelConfig, TrainConfig
+from gans.config import AugmentConfig, ADAConfig, ConfigError, DataConfig, ModelConfig, TrainConfig
 from gans.data import Dataset, load_source
 from gans.sampling import generate
 from gans.families import build_trainer
@@ -413,3 +413,22 @@ def test_r_v_reads_a_memorising_discriminator_as_overfitting(tmp_path: Path) -> 
     after = t._probe()
     assert abs(float(before["r_v"])) < 0.5
     assert float(after["r_v"]) > 0.8 and float(after["sign_val"]) < 0 < float(after["sign_train"])
+
+
+def test_ada_can_steer_by_r_v_from_the_probe(tmp_path: Path) -> None:
+    """heuristic r_v: p moves at every log by sign(r_v - target) * batch * log_every / (speed_kimg * 1000);
+    replaying that rule over the logged r_v values gives the logged p (and r_t no longer moves it)."""
+    ada = ADAConfig(speed_kimg=1.0, heuristic="r_v", target=0.05)
+    t = _trainer(tmp_path, preview=HOLDOUT, augment=AugmentConfig(ada=ada), train=dataclasses.replace(TRAIN, log_every=1))
+    result = t.fit()
+    p, step = 0.0, TRAIN.batch_size * 1 / 1000.0
+    for row in result.history:
+        p = min(max(p + (step if row["r_v"] > 0.05 else -step if row["r_v"] < 0.05 else 0.0), 0.0), 1 - 1e-6)
+        assert row["ada_p"] == pytest.approx(p, abs=1e-6)
+    assert any(row["ada_p"] > 0 for row in result.history)
+
+
+def test_r_v_heuristic_without_a_validation_split_is_a_clear_error(tmp_path: Path) -> None:
+    ada = ADAConfig(speed_kimg=1.0, heuristic="r_v")
+    with pytest.raises(ConfigError, match=r"augment.ada.heuristic: r_v needs .* use heuristic: r_t"):
+        _trainer(tmp_path, augment=AugmentConfig(ada=ada)).fit()
