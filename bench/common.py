@@ -51,3 +51,23 @@ def timed(cmd: list[str], cwd: Path, **kwargs) -> tuple[float, subprocess.Comple
     started = time.perf_counter()
     proc = run(cmd, cwd, **kwargs)
     return time.perf_counter() - started, proc
+
+
+def stage_workspace(name: str, samples: int) -> list[str]:
+    """Move into bench/out/NAME (made if missing) for a benchmark that runs the pipeline's own stages, prepare
+    the data and train the domain evaluator there once (later runs reuse them, so every FID is comparable),
+    and return the base overrides of such runs: ``samples`` evaluation samples, the folder's own MLflow store,
+    no sample grids, no periodic evaluation, no system metrics."""
+    from pipeline import stages
+    from pipeline.params import load_params
+
+    work = ROOT / "bench/out" / name
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
+    base = [f"evaluate.num_samples={samples}", f"tracking.uri=sqlite:///{work}/mlflow.db",
+            "train.sample_every=1000000", "train.eval_every=0", "tracking.system_metrics_every=0"]
+    if not Path("models/evaluator.pt").is_file():
+        params = load_params(ROOT / "params.yaml", base)
+        stages.prepare(params)
+        stages.evaluator(params)
+    return base

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, stage_workspace, write_section  # noqa: E402
 from gans.trainer import cpu_has_native_bf16  # noqa: E402
 from pipeline import paths, stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
@@ -89,15 +89,8 @@ def main() -> None:
     ap.add_argument("--note", default="", help="a paragraph written under the table")
     args = ap.parse_args()
     configs = dict(parse_config(c) for c in args.config) if args.config else CONFIGS
-    work = ROOT / "bench/out/defaults"
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)
-    base = [f"evaluate.num_samples={args.samples}", f"tracking.uri=sqlite:///{work}/mlflow.db",
-            "train.sample_every=1000000", "train.eval_every=0", "tracking.system_metrics_every=0"]
+    base = stage_workspace("defaults", args.samples)
     params = load_params(ROOT / "params.yaml", base)
-    if not Path("models/evaluator.pt").is_file():
-        stages.prepare(params)
-        stages.evaluator(params)
     command = "python " + shlex.join(["bench/defaults.py", *sys.argv[1:]])
     head = (f"Machine: {machine()}; native bf16: {cpu_has_native_bf16()}. Command: `{command}`. Each configuration "
             f"is params.yaml plus its overrides ({params.model.variant}, width {params.model.width}, "

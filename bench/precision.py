@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, stage_workspace, write_section  # noqa: E402
 from gans.trainer import cpu_has_native_bf16  # noqa: E402
 from pipeline import paths, stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
@@ -70,18 +70,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--title", default="Precision on the CPU")
     args = ap.parse_args()
-    work = ROOT / "bench/out/precision"
-    work.mkdir(parents=True, exist_ok=True)
-    os.chdir(work)
-    base = [f"evaluate.num_samples={args.samples}", f"tracking.uri=sqlite:///{work}/mlflow.db",
-            "train.sample_every=1000000", "train.eval_every=0", "tracking.system_metrics_every=0"]
+    base = stage_workspace("precision", args.samples)
     if args.steps:
         base.append(f"train.steps={args.steps}")
     params = load_params(ROOT / "params.yaml", base)
     base.append(f"train.checkpoint_every={params.train.steps}")
-    if not Path("models/evaluator.pt").is_file():
-        stages.prepare(params)
-        stages.evaluator(params)
     stages.augment(params)
     command = "python " + shlex.join(["bench/precision.py", *sys.argv[1:]])
     head = (f"Machine: {machine()}; native bf16: {cpu_has_native_bf16()}. Command: `{command}`. The default run "
