@@ -434,8 +434,8 @@ def test_the_readme_shows_only_overrides_its_commands_apply(tmp_path: Path, monk
 
     documented = _documented_commands()
     assert ("train", ["train.precision=fp8"]) in documented and len(documented) >= 5
-    refused = ("train", ["augment.ada.enabled=false"])  # the README shows it as the example of a refusal
-    assert refused in documented and ("augment", ["augment.ada.enabled=false"]) in documented
+    refused = ("train", ["augment.ada.enabled=true"])  # the README shows it as the example of a refusal
+    assert refused in documented and ("augment", ["augment.ada.enabled=true"]) in documented
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="the augment stage does"):
         check_overrides(*refused, load_params(ROOT / "params.yaml", refused[1]))
