@@ -37,7 +37,9 @@ CLASS_OUTPUTS = {
     "logits": "float32 (N, K): the classifier's logits, one per class",
     "probabilities": "float32 (N, K): softmax of the logits, the probabilities gans serve returns",
 }
-TOLERANCE = 1e-4  # max |exported - PyTorch| on ``image`` in float32 that a verified export stays within
+TOLERANCE = 1e-4  # max |exported - PyTorch| on ``image`` in float32 that a verified export stays within, relative
+# to the output's scale (times the largest |output| when that exceeds 1: a classifier's logits can be large, and
+# float32 sums differ in proportion to their size)
 
 
 class ExportError(RuntimeError):
@@ -161,11 +163,17 @@ def run_exported(path: str | Path, fmt: str, inputs: dict[str, torch.Tensor]) ->
     return image, pixels
 
 
+def tolerance(reference: torch.Tensor) -> float:
+    """The largest |exported - PyTorch| allowed against PyTorch's output ``reference``: :data:`TOLERANCE`,
+    times the largest |reference| when that exceeds 1."""
+    return TOLERANCE * max(1.0, float(reference.abs().max()))
+
+
 def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: int = 0,
            name: str | Path | None = None) -> float:
     """Max |exported - PyTorch| of ``image`` (a classifier's logits) over ``count`` random inputs (a batch size
     other than the example's, so a batch size fixed by the exporter fails); an ExportError past
-    :data:`TOLERANCE` or when the uint8 pixels differ by more than one level (a rounding tie), or the
+    :data:`TOLERANCE` (times the largest |output| above 1) or when the uint8 pixels differ by more than one level (a rounding tie), or the
     probabilities by more than the tolerance. ``name``: the file to name in the error."""
     inputs = random_inputs(graph, count, seed)
     wrapper = _portable(graph)
@@ -177,15 +185,17 @@ def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: in
         raise ExportError(f"{name or path}: the {fmt} export of {graph.name} does not run on {count} random "
                           f"inputs ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from err
     diff = float((image - want_image).abs().max())
+    limit = tolerance(want_image)
     if graph.output == "classes":
         second = float((pixels - want_pixels).abs().max())
         bad, what = second > TOLERANCE, f"probabilities by {second:.3g}"
     else:
         levels = int((pixels.int() - want_pixels.int()).abs().max())
         bad, what = levels > 1, f"pixels by {levels} levels"
-    if not diff <= TOLERANCE or bad:
+    if not diff <= limit or bad:
         raise ExportError(f"{name or path}: the {fmt} export of {graph.name} differs from PyTorch by {diff:.3g} "
-                          f"({what}) on {count} random inputs; tolerance {TOLERANCE:g}")
+                          f"({what}) on {count} random inputs; tolerance {limit:.3g} ({TOLERANCE:g} x the largest "
+                          "|output| when above 1)")
     return diff
 
 
