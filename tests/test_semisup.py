@@ -151,3 +151,50 @@ def test_the_papers_mlp_networks_train_and_load(variant: str, tmp_path: Path) ->
     assert artifact.generate([0, 1], [0, 1] if artifact.num_classes else None).shape == (2, 1, 8, 8)
     with pytest.raises(ConfigError, match="model.overrides.architecture: got 'resnet'; allowed values: conv, mlp"):
         resolve(ModelConfig(variant=variant, overrides={"architecture": "resnet"}))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_data_init_gives_every_weight_normalised_unit_zero_mean_and_unit_std(arch: str) -> None:
+    """Classifier.data_init (Salimans and Kingma 2016): on the batch it saw, the pre-activation of every unit
+    of every weight-normalised layer, head included, has mean 0 and std 1 (without the training noise)."""
+    from gans.families.semisup.nets import Classifier, ClassifierSpec
+
+    torch.manual_seed(0)
+    net = Classifier(ClassifierSpec(1, 8, 8, 10, arch=arch)).train()
+    x = TRAIN.images.images[:64].float() / 127.5 - 1
+    outputs: list[torch.Tensor] = []
+    layers = [m for m in [*net.body, net.head] if hasattr(m, "parametrizations")]
+    # a copy: the in-place ReLU after each layer overwrites its output
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.clone())) for m in layers]
+    net.eval()
+    net(x)
+    assert any(o.std() < 0.5 for o in outputs)  # the default initialisation shrinks the signal
+    net.train()
+    net.data_init(x)
+    assert net.training
+    outputs.clear()
+    net.eval()
+    net(x)
+    for hook in hooks:
+        hook.remove()
+    assert len(outputs) == len(layers) >= 3
+    for out in outputs:
+        dims = [0] + list(range(2, out.dim()))
+        assert torch.allclose(out.mean(dims), torch.zeros(out.shape[1]), atol=1e-4)
+        assert torch.allclose(out.std(dims), torch.ones(out.shape[1]), atol=1e-3)
+
+
+def test_improvedgan_resumes_bit_identically_without_initialising_again(tmp_path: Path) -> None:
+    """The data-dependent initialisation runs once, on the first batch: a run killed after the checkpoint at
+    step 2 resumes with the trained weights, not re-initialised ones, and ends equal to the straight run."""
+    assert PRESETS["improvedgan"].data_init
+    train = TrainConfig(batch_size=16, steps=4, checkpoint_every=2, log_every=1, sample_every=100, eval_every=0)
+    data = _some_labels()
+    straight, _ = _train("improvedgan", data, tmp_path / "straight", train=train)
+    with pytest.raises(KeyboardInterrupt):
+        _train("improvedgan", data, tmp_path / "killed", train=train, reporter=KillAt(3))
+    resumed, result = _train("improvedgan", data, tmp_path / "killed", train=train)
+    assert result.resumed_from == 2
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert state_differences({k: v for k, v in a.items() if k != "extra"},
+                             {k: v for k, v in b.items() if k != "extra"}) == []

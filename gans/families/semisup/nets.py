@@ -80,6 +80,28 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
 
+    @torch.no_grad()
+    def data_init(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation of the weight-normalised layers (Salimans and Kingma 2016, as the
+        ImprovedGAN code does before training): layer by layer on the batch ``x``, without the training noise,
+        scale g and shift the bias so that every unit's pre-activation has mean 0 and std 1. Without it the
+        default initialisation shrinks the signal at every ReLU layer while the hidden noise (std 0.5) does not
+        shrink, and the classifier learns slowly for hundreds of steps."""
+        was_training = self.training
+        self.eval()
+        h = x.float()
+        for layer in [*self.body, self.head]:
+            out = layer(h)
+            if hasattr(layer, "parametrizations") and "weight" in layer.parametrizations:
+                dims = [0] + list(range(2, out.dim()))
+                mean, std = out.mean(dims), out.std(dims).clamp_min(1e-6)
+                g = layer.parametrizations.weight.original0
+                g.div_(std.view(g.shape))
+                layer.bias.sub_(mean).div_(std)
+                out = layer(h)
+            h = out
+        self.train(was_training)
+
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """H(softmax(logits)) per row, in nats."""
