@@ -173,8 +173,8 @@ def verify(graph: Graph, path: str | Path, fmt: str, *, count: int = 3, seed: in
            name: str | Path | None = None) -> float:
     """Max |exported - PyTorch| of ``image`` (a classifier's logits) over ``count`` random inputs (a batch size
     other than the example's, so a batch size fixed by the exporter fails); an ExportError past
-    :data:`TOLERANCE` (times the largest |output| above 1) or when the uint8 pixels differ by more than one level (a rounding tie), or the
-    probabilities by more than the tolerance. ``name``: the file to name in the error."""
+    :func:`tolerance` or when the uint8 pixels differ by more than one level (a rounding tie), or the
+    probabilities by more than :data:`TOLERANCE`. ``name``: the file to name in the error."""
     inputs = random_inputs(graph, count, seed)
     wrapper = _portable(graph)
     with torch.no_grad():

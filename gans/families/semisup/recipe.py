@@ -72,7 +72,7 @@ class SemiComposition(Composition):
 _ADAM = dict(lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999)  # 3e-4 left the labelled loss near log K for 300 steps
 PRESETS: dict[str, SemiComposition] = {p.name: p for p in [
     # the paper's MNIST model: weight-normalised MLP with data-dependent initialisation, Adam 3e-3; on the
-    # default budget it beat the conv classifier at Adam 1e-3 (bench/RESULTS.md, "ImprovedGAN: the paper's model")
+    # default budget it beat the conv classifier at Adam 1e-3 (bench/RESULTS.md, "ImprovedGAN: the paper's MNIST model")
     SemiComposition(name="improvedgan", method="improvedgan", architecture="mlp", data_init=True,
                     **{**_ADAM, "lr_g": 3e-3, "lr_d": 3e-3},
                     paper="Salimans et al. 2016, Improved Techniques for Training GANs (semi-supervised: K+1-way "
