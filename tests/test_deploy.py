@@ -220,7 +220,10 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
 
     store = f"sqlite:///{tmp_path / 'team/mlflow.db'}"
     (tmp_path / "team").mkdir()
-    repo = make_project(tmp_path / "project", tiny_params({"train": {"eval_every": 0}, "tracking": {"uri": store}}))
+    # Sparse checkpoints and logs, and a long configuration only as long as the kill needs: the rerun trains
+    # it in full (1,000 steps with the tiny project's every-10-steps checkpoints took minutes in CI).
+    sparse = {"eval_every": 0, "checkpoint_every": 500, "log_every": 100, "sample_every": 1000}
+    repo = make_project(tmp_path / "project", tiny_params({"train": sparse, "tracking": {"uri": store}}))
     extra = {"PREFECT_API_URL": prefect_api.url, "PREFECT_HOME": str(prefect_api.home)}
     run(["prefect", "work-pool", "create", "sweeps", "--type", "process"], repo, **extra)
     workers, logs = [], []
@@ -231,8 +234,9 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
             workers.append(subprocess.Popen(["prefect", "worker", "start", "--pool", "sweeps", "--limit", "1"],
                                             cwd=tmp_path / f"worker{i}", env=subprocess_env(**extra), stdout=f,
                                             stderr=subprocess.STDOUT, start_new_session=True))
-    # The 1000-step configuration trains long enough to be killed in the middle of training.
-    sweep = ["gans", "sweep", "--pool", "sweeps", "--heartbeat", "30", "-S", "train.steps=6,8,1000"]
+    # The 400-step configuration trains long enough (~15 s; the kill lands seconds after it starts) to be
+    # killed in the middle of training.
+    sweep = ["gans", "sweep", "--pool", "sweeps", "--heartbeat", "30", "-S", "train.steps=6,8,400"]
     sweep_log = tmp_path / "sweep.log"
     client = mlflow.MlflowClient(store, store)
     lost: dict = {}
@@ -242,7 +246,7 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
         for i, worker in enumerate(workers):
             run_id = _running_flow_run(worker)
             if experiment is None or not run_id or \
-                    "train.steps=1000" not in _flow_run(prefect_api.url, run_id)["parameters"]["config"]:
+                    "train.steps=400" not in _flow_run(prefect_api.url, run_id)["parameters"]["config"]:
                 continue
             training = client.search_runs([experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{run_id}' "
                                                                       "and attributes.status = 'RUNNING'")
@@ -254,7 +258,7 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
     with sweep_log.open("w") as out:
         first = subprocess.Popen(sweep, cwd=repo, env=subprocess_env(**extra), stdout=out, stderr=out, text=True)
     try:
-        _wait_until(training_the_long_one, first, sweep_log, "the 1000-step configuration training", timeout=300)
+        _wait_until(training_the_long_one, first, sweep_log, "the 400-step configuration training", timeout=300)
         _kill_machine(workers[lost["worker"]])
         try:
             first.wait(timeout=300)  # the other two configurations, and 70 s of silence, take less
@@ -291,4 +295,4 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
     redone = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{rerun}'")
     assert len(redone) == 1 and redone[0].info.status == "FINISHED"
     steps = {r.data.params.get("train.steps") for r in finished + redone}
-    assert steps == {"6", "8", "1000"}, steps
+    assert steps == {"6", "8", "400"}, steps
