@@ -1,6 +1,7 @@
 """Train every preset on mnist5k with the same step budget; write a table to bench/RESULTS.md.
 
     python bench/variants.py [--steps 1500] [--width 32] [--presets dcgan,wgan-gp] [--ada off] [--jobs 1] [--title ...]
+                             [-S model.overrides.lr_g=0.0004 ...]
 
 Each preset runs through the pipeline's own augment, train and evaluate stages
 in a scratch folder (bench/out/variants), sharing one prepared data set and one
@@ -41,7 +42,8 @@ def base_overrides(args: argparse.Namespace, work: Path) -> list[str]:
     # Final EMA generator for every preset (no periodic FID picking a best step), one checkpoint at the end.
     return [f"train.steps={args.steps}", f"model.width={args.width}", f"evaluate.num_samples={args.samples}",
             f"tracking.uri=sqlite:///{work}/mlflow.db", "train.sample_every=100000",
-            f"train.checkpoint_every={args.steps}", "train.eval_every=0", f"augment.ada.enabled={str(args.ada == 'on').lower()}"]
+            f"train.checkpoint_every={args.steps}", "train.eval_every=0", f"augment.ada.enabled={str(args.ada == 'on').lower()}",
+            *args.set]
 
 
 def run_preset(name: str, base: list[str], work: Path) -> dict:
@@ -101,7 +103,8 @@ def _run_in_subprocess(name: str, args: argparse.Namespace, slots: queue.Queue, 
     try:
         folder = _job_folder(slot)
         cmd = [sys.executable, __file__, "--worker", name, "--steps", str(args.steps), "--width", str(args.width),
-               "--samples", str(args.samples), "--ada", args.ada, "--folder", str(folder)]
+               "--samples", str(args.samples), "--ada", args.ada, "--folder", str(folder),
+               *(f"--set={kv}" for kv in args.set)]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         with open(folder / f"{name}.log", "w") as log:
             done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=folder)
@@ -125,6 +128,8 @@ def main() -> None:
                          "budget, see the ADA section of RESULTS.md)")
     ap.add_argument("--jobs", type=int, default=1, help="presets trained at once (each with cores/jobs threads)")
     ap.add_argument("--title", default="Variants")
+    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override for every preset of the run (e.g. model.overrides.n_critic=2)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: train one preset in --folder, print its row
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -145,7 +150,8 @@ def main() -> None:
         stages.evaluator(params)
     command = f"python bench/variants.py --steps {args.steps} --width {args.width} --samples {args.samples}" + \
         (f" --jobs {args.jobs}" if args.jobs > 1 else "") + \
-        (f" --presets {args.presets}" if sorted(names) != sorted(PRESETS) else "")
+        (f" --presets {args.presets}" if sorted(names) != sorted(PRESETS) else "") + \
+        "".join(f" -S {kv}" for kv in args.set)
     rows: list[dict] = []
 
     def record(row: dict) -> None:

@@ -258,7 +258,7 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
     with sweep_log.open("w") as out:
         first = subprocess.Popen(sweep, cwd=repo, env=subprocess_env(**extra), stdout=out, stderr=out, text=True)
     try:
-        _wait_until(training_the_long_one, first, sweep_log, "the 400-step configuration training", timeout=300)
+        _wait_until(training_the_long_one, first, sweep_log, "the 400-step configuration training", timeout=600)
         _kill_machine(workers[lost["worker"]])
         try:
             first.wait(timeout=300)  # the other two configurations, and 70 s of silence, take less

@@ -100,8 +100,13 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
     Variant(name="fgan", loss="f-divergence", loss_args={"divergence": "js"},
             paper="Nowozin et al. 2016, f-GAN (divergence: kl, reverse-kl, js, pearson, hellinger)"),
     Variant(name="hinge", loss="hinge", paper="Lim and Ye 2017, Geometric GAN (hinge loss, DCGAN networks)"),
-    Variant(name="sngan", loss="hinge", regularizers=("spectral-norm",), d_norm="none", lr_g=1e-4, lr_d=1e-4,
-            paper="Miyato et al. 2018, Spectral Normalization for GANs (standard CNN, hinge, Adam 1e-4 (0.5, 0.999))"),
+    # Adam 2e-4 (0, 0.9) with 2 D steps per G step, as the SNGAN reimplementations run it (they use 5): at this
+    # project's budget the paper's 1e-4 (0.5, 0.999) with one D step left sngan at twice dcgan's domain FID
+    # (bench/RESULTS.md, "SNGAN: the optimiser settings")
+    Variant(name="sngan", loss="hinge", regularizers=("spectral-norm",), d_norm="none", lr_g=2e-4, lr_d=2e-4,
+            beta1=0.0, beta2=0.9, n_critic=2,
+            paper="Miyato et al. 2018, Spectral Normalization for GANs (hinge; the paper's standard-CNN runs: Adam "
+                  "1e-4 (0.5, 0.999), one D step; here 2e-4 (0, 0.9), 2 D steps)"),
     Variant(name="sagan", architecture="sagan", loss="hinge", regularizers=("spectral-norm",), d_norm="none",
             lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9,
             paper="Zhang et al. 2019, Self-Attention GANs (SN in G and D, hinge, TTUR 1e-4/4e-4)"),
