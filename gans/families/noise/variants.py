@@ -101,7 +101,7 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
             paper="Nowozin et al. 2016, f-GAN (divergence: kl, reverse-kl, js, pearson, hellinger)"),
     Variant(name="hinge", loss="hinge", paper="Lim and Ye 2017, Geometric GAN (hinge loss, DCGAN networks)"),
     # Adam 2e-4 (0, 0.9) with 2 D steps per G step, as the SNGAN reimplementations run it (they use 5): at this
-    # project's budget the paper's 1e-4 (0.5, 0.999) with one D step left sngan at twice dcgan's domain FID
+    # project's budget the paper's 1e-4 (0.5, 0.999) with one D step left sngan at four times dcgan's domain FID
     # (bench/RESULTS.md, "SNGAN: the optimiser settings")
     Variant(name="sngan", loss="hinge", regularizers=("spectral-norm",), d_norm="none", lr_g=2e-4, lr_d=2e-4,
             beta1=0.0, beta2=0.9, n_critic=2,
