@@ -234,7 +234,7 @@ def test_a_sweep_fans_out_over_a_pool_and_survives_a_killed_worker(prefect_api: 
             workers.append(subprocess.Popen(["prefect", "worker", "start", "--pool", "sweeps", "--limit", "1"],
                                             cwd=tmp_path / f"worker{i}", env=subprocess_env(**extra), stdout=f,
                                             stderr=subprocess.STDOUT, start_new_session=True))
-    # The 400-step configuration trains long enough (~15 s; the kill lands seconds after it starts) to be
+    # The 400-step configuration trains long enough (~20 s in a worker; the kill lands seconds after it starts) to be
     # killed in the middle of training.
     sweep = ["gans", "sweep", "--pool", "sweeps", "--heartbeat", "30", "-S", "train.steps=6,8,400"]
     sweep_log = tmp_path / "sweep.log"
