@@ -28,6 +28,31 @@ def test_bundled_sources_load_labelled(source: str, count: int) -> None:
     assert data.images.float().mean() > 10  # not blank
 
 
+def test_digits_read_without_scikit_learn_equal_load_digits() -> None:
+    from sklearn.datasets import load_digits
+
+    from gans.data import _digits_arrays
+
+    images, labels = _digits_arrays()
+    reference = load_digits()
+    assert np.array_equal(images, reference.images) and np.array_equal(labels, reference.target)
+
+
+@pytest.mark.parametrize("shape, resolution", [((1, 8, 8), 16), ((3, 28, 40), 16), ((3, 50, 31), 32),
+                                               ((1, 7, 9), 5), ((3, 33, 17), 64), ((3, 64, 64), 32)])
+def test_square_resize_is_torchvisions_resize_and_centre_crop(shape: tuple[int, ...], resolution: int) -> None:
+    from torchvision.transforms.v2 import functional as TF
+
+    from gans.data import _square
+
+    img = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = TF.center_crop(TF.resize(img, [resolution], antialias=True), [resolution, resolution])
+    assert torch.equal(_square(img, resolution), expected)
+    assert torch.equal(_square(torch.stack([img, img.flip(-1)]), resolution)[1],
+                       TF.center_crop(TF.resize(img.flip(-1), [resolution], antialias=True),
+                                      [resolution, resolution]))
+
+
 def test_max_images_and_split_are_deterministic() -> None:
     cfg = DataConfig(source="digits", resolution=8, max_images=100, seed=3)
     a, b = load_source(cfg), load_source(cfg)
