@@ -23,6 +23,9 @@ class RegisterConfig:
 
     model_name: str = "gan-generator"
     promote: Literal["if_better", "always", "never"] = "if_better"
+    # ONNX (or TorchScript) files in every version, checked against PyTorch; false registers a few seconds
+    # faster (large sweeps) and the version carries generator.pt alone (`gans export` makes them later).
+    exports: bool = True
 
     def validate(self, where: str) -> None:
         require(bool(self.model_name.strip()), f"{where}.model_name", "must not be empty")

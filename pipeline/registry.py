@@ -215,7 +215,8 @@ def _log_and_register(params: Params, client: Any, exp_id: str, generator_path: 
         # An existing run keeps its name (DVC_EXP_NAME in experiments): start_run would rename it.
         run_name = None if run_id else (os.environ.get("DVC_EXP_NAME") or tags["variant"])
         with tempfile.TemporaryDirectory() as folder:
-            exports, summary = portable_exports(artifact, Path(folder), generator_hash=tags["generator_hash"])
+            exports, summary = (portable_exports(artifact, Path(folder), generator_hash=tags["generator_hash"])
+                                if params.register.exports else ({}, ""))
             artifacts = {"generator": str(generator_path), **exports}
             if grid_path is not None and Path(grid_path).is_file():
                 artifacts["sample_grid"] = str(grid_path)

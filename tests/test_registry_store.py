@@ -130,3 +130,19 @@ def test_a_version_carries_its_onnx_export_and_sample_grid(project: Path) -> Non
     gans = info.metadata["gans"]
     assert gans["kind"] == "generate" and gans["variant"] == "dcgan" and gans["z_dim"] == 8
     assert gans["exports"] == mv.tags["export"]
+
+
+def test_register_exports_false_ships_the_generator_file_alone(project: Path) -> None:
+    params = params_from_dict({"tracking": {"uri": f"sqlite:///{project}/store.db"}, "register": {"exports": False}})
+    result = register_generator(params, generator_path=project / "generator.pt", eval_metrics=_eval(project, 10.0),
+                                train_metrics={}, data_meta={"source": "digits", "hash": "d1"})
+    mv = _client(project).get_model_version(NAME, str(result["version"]))
+    assert mv.tags.get("export", "") == "" and "outside Python" not in (mv.description or "")
+    mlflow.set_tracking_uri(f"sqlite:///{project}/store.db")
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/{mv.version}"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert sorted(p.name for p in (local / "artifacts").iterdir()) == ["generator.pt"]
+    with pytest.raises(Exception, match="register.exports"):
+        params_from_dict({"register": {"exports": "no"}})
