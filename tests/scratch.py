@@ -22,7 +22,7 @@ TINY = {
     "model": {"width": 16, "z_dim": 16},
     "augment": {"ada": {"enabled": True}},  # off in params.yaml; the tiny runs keep the ADA path covered end to end
     "evaluate": {"num_samples": 200, "evaluator_epochs": 3, "batch_size": 100, "kid_subset_size": 50},
-    "explore": {"probes": 16, "invert": 8, "invert_steps": 20, "encoder_steps": 60, "learned_steps": 20},
+    "explore": {"probes": 8, "invert": 4, "invert_steps": 5, "encoder_steps": 20, "learned_steps": 5},
 }
 
 

@@ -69,7 +69,8 @@ def test_flow_in_a_dvc_project_runs_stages_through_dvc_and_skips_unchanged(prefe
                                                                            monkeypatch) -> None:
     from pipeline.flows import gan_pipeline
 
-    small = {"train": {"steps": 10, "eval_every": 0}, "evaluate": {"num_samples": 100, "evaluator_epochs": 1}}
+    small = {"train": {"steps": 10, "eval_every": 0}, "evaluate": {"num_samples": 100, "evaluator_epochs": 1},
+             "register": {"exports": False}}
     repo = make_project(tmp_path / "project", tiny_params(small))
     monkeypatch.chdir(repo)
     _no_mlflow_env(monkeypatch)

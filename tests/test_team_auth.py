@@ -74,7 +74,7 @@ def test_mlflow_basic_auth_refuses_anonymous_clients_and_the_pipeline_runs_with_
                         timeout=10).status_code == 200
 
     repo = make_project(tmp_path / "project", tiny_params({"train": {"steps": 8, "eval_every": 0},
-                                                           "tracking": {"uri": mlflow_auth}}))
+                                                           "tracking": {"uri": mlflow_auth}, "register": {"exports": False}}))
     for stage in ("prepare", "augment", "evaluator"):  # no tracking in these stages
         run(["gans", stage], repo)
     trained = run(["gans", "train"], repo)  # without credentials: trains, warns, no run

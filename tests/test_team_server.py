@@ -172,7 +172,7 @@ def mlflow_server(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) 
 @pytest.fixture(scope="module")
 def team_repo(mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny project after `dvc repro` with ``tracking.uri`` set to the team server."""
-    params = tiny_params({"tracking": {"uri": mlflow_server.url}})
+    params = tiny_params({"tracking": {"uri": mlflow_server.url}, "register": {"exports": False}})
     repo = make_project(tmp_path_factory.mktemp("team-project"), params)
     mlflow_server.wait_ready()
     proc = run(["dvc", "repro"], repo)
@@ -343,7 +343,7 @@ def test_the_documented_units_run_a_worker_driven_flow_against_both_servers(post
              _serve(_exec_start("gans-prefect.service", env), tmp_path / "srv", env, tmp_path / "prefect.log")]
     try:
         repo = make_project(tmp_path / "project", tiny_params({"train": {"steps": 10, "eval_every": 0},
-                                                               "tracking": {"uri": mlflow_url}}))
+                                                               "tracking": {"uri": mlflow_url}, "register": {"exports": False}}))
         _wait_health(f"{mlflow_url}/health", procs[0], tmp_path / "mlflow.log")
         _wait_health(f"{env['PREFECT_API_URL']}/health", procs[1], tmp_path / "prefect.log")
         assert requests.post(f"{env['PREFECT_API_URL']}/flows/filter", json={}, timeout=10).status_code == 401
