@@ -327,9 +327,16 @@ class EvaluateConfig:
     seed: int = 0
     evaluator_epochs: int = 8
     kid_subset_size: int = 1000
+    # truncation psi values a generator's FID, precision and recall are also measured at (plots/truncation.csv)
+    truncation: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 
     def validate(self, where: str) -> None:
         require(self.num_samples >= 10, f"{where}.num_samples", f"got {self.num_samples}; expected >= 10")
+        for i, psi in enumerate(self.truncation):
+            require(0 <= psi <= 1, f"{where}.truncation[{i}]", f"got {psi!r}; expected a psi in 0..1 "
+                    "(1: no truncation, 0: the mean latent)")
+        require(len(set(self.truncation)) == len(self.truncation), f"{where}.truncation",
+                f"got {list(self.truncation)}; each psi once")
         require_seed(self.seed, f"{where}.seed")
         for key in ("batch_size", "evaluator_epochs", "kid_subset_size"):
             value = getattr(self, key)

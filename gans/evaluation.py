@@ -194,7 +194,6 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
 def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int = 1000,
                        prc_neighborhood: int = 3, is_splits: int = 10) -> dict[str, float]:
     """FID, KID (mean, std), IS (mean, std), precision and recall of ``fake`` against ``real``."""
-    from torch_fidelity.metric_prc import prc_features_to_metric
     from torchmetrics.image.inception import InceptionScore
     from torchmetrics.image.kid import KernelInceptionDistance
 
@@ -208,14 +207,22 @@ def generative_metrics(real: Features, fake: Features, *, kid_subset_size: int =
     inception = InceptionScore(feature=_Precomputed(fake.logits.shape[1]), splits=is_splits, sync_on_compute=False)
     inception.update(fake.logits)
     is_mean, is_std = inception.compute()
-    prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=prc_neighborhood,
-                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
     return {
         "fid": frechet_distance(real.features, fake.features),
         "kid": float(kid_mean), "kid_std": float(kid_std),
         "is": float(is_mean), "is_std": float(is_std),
-        "precision": float(prc["precision"]), "recall": float(prc["recall"]),
+        **precision_recall(real, fake, neighborhood=prc_neighborhood),
     }
+
+
+def precision_recall(real: Features, fake: Features, *, neighborhood: int = 3) -> dict[str, float]:
+    """Improved precision and recall (Kynkaanniemi et al. 2019, torch-fidelity's implementation): the share of
+    ``fake`` inside the real k-NN manifold (quality) and of ``real`` inside the fake one (diversity)."""
+    from torch_fidelity.metric_prc import prc_features_to_metric
+
+    prc = prc_features_to_metric(fake.features.float(), real.features.float(), prc_neighborhood=neighborhood,
+                                 prc_batch_size=10000, save_cpu_ram=False, verbose=False)
+    return {"precision": float(prc["precision"]), "recall": float(prc["recall"])}
 
 
 def classifier_payload(model: DomainClassifier, classes: tuple[str, ...], accuracy_: float) -> dict:

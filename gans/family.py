@@ -191,7 +191,9 @@ class EvalContext:
     part names ("images"; or "a" and "b"): the feature extractor the user chose, and the domain classifier
     of that part (for label metrics; None when the part has no labels). ``real_features(part)`` gives the
     extractor's features of that holdout part (cached by the caller). ``source`` is the ``data.source`` the
-    holdout was prepared from (a bundled source may know more, such as the transform between its domains)."""
+    holdout was prepared from (a bundled source may know more, such as the transform between its domains).
+    ``truncation``: the psi values a model with a latent (``truncates``) also reports FID and precision/recall
+    at, under ``truncation`` in eval.json."""
 
     holdout: Dataset
     extractors: Mapping[str, Extractor]
@@ -203,6 +205,7 @@ class EvalContext:
     seed: int = 0
     kid_subset_size: int = 1000
     source: str = ""
+    truncation: tuple[float, ...] = ()  # psi values a latent model is also scored at (FID, precision, recall)
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,47 @@ from gans.data import to_uint8
 
 LATENT_RECIPE = ("the latent of seed s is torch.randn(z_dim, generator=torch.Generator().manual_seed(s)) "
                  "in float32 on the CPU; a batch stacks one such row per seed")
+TRUNCATION_RECIPE = ("optional 'truncation' psi in 0..1 (default 1): the latent is scaled by psi, towards the "
+                     "mean latent 0 (the truncation trick: psi 1 is the seed's own latent, lower values trade "
+                     "diversity for typical, cleaner images, psi 0 draws the same mean image for every seed)")
+
+Truncation = float | Sequence[float]
 
 
-def latents_for_seeds(seeds: Sequence[int], z_dim: int) -> torch.Tensor:
-    """(len(seeds), z_dim) standard-normal latents; row i depends only on seeds[i]."""
+def check_truncation(psi: float, where: str) -> float:
+    """``psi`` as a float, or ValueError naming ``where`` when it is not a finite number in 0..1."""
+    if isinstance(psi, bool) or not isinstance(psi, (int, float)) or not 0 <= psi <= 1:
+        raise ValueError(f"{where}: got {psi!r}; expected a number in 0..1 (1: no truncation, 0: the mean latent)")
+    return float(psi)
+
+
+def latents_for_seeds(seeds: Sequence[int], z_dim: int, truncation: Truncation = 1.0) -> torch.Tensor:
+    """(len(seeds), z_dim) standard-normal latents; row i depends only on seeds[i] (and its truncation psi:
+    one for every row, or one per row), scaled by psi towards the mean latent 0."""
     rows = [torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    return torch.stack(rows) if rows else torch.empty(0, z_dim)
+    z = torch.stack(rows) if rows else torch.empty(0, z_dim)
+    if isinstance(truncation, (int, float)):
+        return z if truncation == 1 else z * float(truncation)
+    psi = torch.tensor([float(p) for p in truncation], dtype=torch.float32)
+    if len(psi) != len(z):
+        raise ValueError(f"{len(psi)} truncation values for {len(z)} seeds")
+    return z * psi[:, None]
+
+
+def _rows(truncation: Truncation, start: int, stop: int) -> Truncation:
+    return truncation if isinstance(truncation, (int, float)) else truncation[start:stop]
 
 
 @torch.no_grad()
 def generate(generator: nn.Module, seeds: Sequence[int], labels: Sequence[int] | None, *, z_dim: int,
-             device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """Images for ``seeds`` (and ``labels`` for conditional generators): uint8 (N, C, R, R)."""
+             device: torch.device, batch_size: int = 256, truncation: Truncation = 1.0) -> torch.Tensor:
+    """Images for ``seeds`` (and ``labels`` for conditional generators): uint8 (N, C, R, R); ``truncation``:
+    psi for every seed or one per seed (see :func:`latents_for_seeds`)."""
     generator.eval()
     out = []
     for start in range(0, len(seeds), batch_size):
-        z = latents_for_seeds(seeds[start:start + batch_size], z_dim).to(device)
+        stop = start + batch_size
+        z = latents_for_seeds(seeds[start:stop], z_dim, _rows(truncation, start, stop)).to(device)
         y = None
         if labels is not None:
             y = torch.as_tensor(list(labels[start:start + batch_size]), dtype=torch.int64, device=device)

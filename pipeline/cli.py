@@ -57,7 +57,7 @@ READS: dict[str, tuple[str, ...]] = {
     "evaluator": ("evaluate.evaluator_epochs", "evaluate.seed", "evaluate.features", "train.device"),
     "train": ("model", "train", "tracking"),
     "evaluate": ("evaluate.features", "evaluate.inception_weights", "evaluate.num_samples", "evaluate.batch_size",
-                 "evaluate.seed", "evaluate.kid_subset_size", "train.device", "tracking"),
+                 "evaluate.seed", "evaluate.kid_subset_size", "evaluate.truncation", "train.device", "tracking"),
     "register": ("register", "tracking", "serve.max_rows"),
     "sample": ("register.model_name", "tracking"),
     "explore": ("explore", "train.device", "register.model_name", "tracking"),
@@ -266,7 +266,7 @@ def _model_info(model: str, uri: str) -> tuple[list[str] | None, dict[str, Any] 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from gans.io import atomic_write
-    from gans.sampling import image_grid, png_bytes
+    from gans.sampling import check_truncation, image_grid, png_bytes
 
     params = _params(args)
     for flag, value in (("--count", args.count), ("--per-row", args.per_row)):
@@ -275,18 +275,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if not 0 <= args.seed <= 2**63 - args.count:
         raise ConfigError(f"--seed: got {args.seed}; the seeds --seed .. --seed + --count - 1 must lie in "
                           "0..2^63 - 1")
+    try:
+        check_truncation(args.truncation, "--truncation")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     artifact = _artifact_file(args.checkpoint) if args.checkpoint else _champion_artifact(params)
     _check_sample_args(artifact, args)
     if artifact.kind == "translate":
         grid = _translation_grid(artifact, args)
     elif artifact.kind == "pair":  # each row of domain a above the domain-b images of the same seeds
-        grid = artifact.pair_grid(list(range(args.seed, args.seed + args.count)), per_row=args.per_row)
+        grid = artifact.pair_grid(list(range(args.seed, args.seed + args.count)), per_row=args.per_row,
+                                  **_truncation(artifact, args))
     else:
         labels = None
         if artifact.num_classes:
             labels = [args.label if args.label is not None else i % artifact.num_classes for i in range(args.count)]
-        grid = image_grid(artifact.generate(list(range(args.seed, args.seed + args.count)), labels),
-                          per_row=args.per_row)
+        grid = image_grid(artifact.generate(list(range(args.seed, args.seed + args.count)), labels,
+                                            **_truncation(artifact, args)), per_row=args.per_row)
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
     return 0
@@ -330,7 +335,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
-    """--label and --direction against what the model takes (a label outside its classes would index past
+    """--label, --direction and --truncation against what the model takes (a label outside its classes would index past
     the embedding, or be dropped without a word by an unconditional model)."""
     translate = artifact.kind == "translate"
     if args.label is not None:
@@ -345,6 +350,14 @@ def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
     if args.direction is not None and not translate:
         raise ConfigError(f"--direction: {artifact.variant} generates from seeds; only translation models take a "
                           "direction")
+    if args.truncation != 1 and not getattr(artifact, "truncates", False):
+        what = "translates images" if translate else "has no latent to truncate"
+        raise ConfigError(f"--truncation: {artifact.variant} ({artifact.family}) {what}; drop --truncation")
+
+
+def _truncation(artifact: Any, args: argparse.Namespace) -> dict[str, float]:
+    """``truncation=psi`` for a model that takes it (none for one that has no latent: --truncation 1 only)."""
+    return {"truncation": args.truncation} if getattr(artifact, "truncates", False) else {}
 
 
 def _translation_grid(artifact: Any, args: argparse.Namespace):
@@ -564,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int)
     p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
+    p.add_argument("--truncation", type=float, default=1.0,
+                   help="psi in 0..1: scale each latent towards the mean latent (1: none; lower: cleaner, less varied)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
     p = add("explore", cmd_explore, "the explore stage: interpolation grids, interpretable latent directions "

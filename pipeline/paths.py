@@ -20,6 +20,7 @@ EXPLORE_METRICS = METRICS / "explore.json"
 DIRECTION_GRIDS = Path("samples/directions")
 TRAIN_PLOT = Path("plots/train.csv")
 FID_PLOT = Path("plots/fid.csv")
+TRUNCATION_PLOT = Path("plots/truncation.csv")  # FID, precision, recall against psi (header only without a latent)
 CONFUSION_PLOT = Path("plots/confusion.csv")  # a classifier's holdout predictions (header only for other models)
 GRID = Path("samples/grid.png")
 TRAIN_LOCK = Path(".cache/train.lock")  # held by the training of this project folder

@@ -56,7 +56,7 @@ def _real_features(extractor: Extractor, kind: str, part: str, images: torch.Ten
 
 
 def _context(holdout: Dataset, extractors: dict[str, Extractor], kind: str, domain: dict[str, DomainExtractor],
-             device: torch.device, source: str = "", **sizes: int) -> EvalContext:
+             device: torch.device, source: str = "", truncation: tuple[float, ...] = (), **sizes: int) -> EvalContext:
     cache: dict[str, Features] = {}
 
     def real(part: str) -> Features:
@@ -65,7 +65,7 @@ def _context(holdout: Dataset, extractors: dict[str, Extractor], kind: str, doma
         return cache[part]
 
     return EvalContext(holdout=holdout, extractors=extractors, classifiers=domain, real_features=real,
-                       device=device, source=source, **sizes)
+                       device=device, source=source, truncation=truncation, **sizes)
 
 
 def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple[dict[str, Any], torch.Tensor]:
@@ -78,7 +78,7 @@ def evaluate_artifact(params: Params, path: Path, device: torch.device) -> tuple
     extractors, label, ext_id = _extractors(params, list(holdout.parts), domain, domain_id, device)
     ctx = _context(holdout, extractors, cfg.features, domain, device, num_samples=cfg.num_samples,
                    batch_size=cfg.batch_size, seed=cfg.seed, kid_subset_size=cfg.kid_subset_size,
-                   source=params.data.source)
+                   source=params.data.source, truncation=cfg.truncation)
     metrics, grid = family.evaluate(artifact, ctx)
     metrics.update({"family": family.name, "artifact": family.artifact, "primary_metric": family.primary_metric,
                     "higher_is_better": family.higher_is_better, "extractor": label, "evaluator_id": ext_id,

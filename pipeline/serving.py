@@ -1,12 +1,14 @@
 """Any family's artifact as an MLflow pyfunc model: one input row = one item, by artifact kind.
 
 - ``generate``: ``seed`` (int >= 0) and, for class-conditional generators, ``label`` (int in
-  [0, num_classes)) -> ``png``. The same seed (and label) always gives the same image.
+  [0, num_classes)) -> ``png``. The same seed (and label) always gives the same image. Optional
+  ``truncation`` (psi in 0..1) scales the seed's latent towards the mean latent.
 - ``translate``: ``image`` (a base64 PNG of the model's input size) and, for two-way models, ``direction``
   (``a2b`` or ``b2a``) -> ``png``. The same image always gives the same translation.
 - ``classify``: ``image`` (a base64 PNG of the model's input size) -> ``label`` (the most probable class),
   ``class`` (its name) and ``probabilities`` (one per class, summing to 1).
-- ``pair``: ``seed`` (int >= 0) -> ``png_a`` and ``png_b``, the two images a CoGAN draws from the seed's latent.
+- ``pair``: ``seed`` (int >= 0) -> ``png_a`` and ``png_b``, the two images a CoGAN draws from the seed's latent
+  (optional ``truncation``, as for ``generate``).
 
 A bad row gets a 400-style error naming the row and column; the server keeps serving. Under ``gans serve``,
 :class:`RequestGuard` stands in front of MLflow's scoring app: a body larger than ``serve.max_rows`` rows can
@@ -50,7 +52,7 @@ def signature(conditional: bool) -> ModelSignature:
     An unconditional generator names ``label`` too, optional: MLflow drops the columns a signature does not
     name, so a label sent to it would be ignored without a word; named, it reaches the model, which refuses it."""
     columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=conditional),
-               ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False),
+               ColSpec(AnyType(), "truncation", required=False), ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False),
                ColSpec(AnyType(), "image", required=False)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
@@ -77,7 +79,8 @@ def pair_signature() -> ModelSignature:
     """The ``pair`` signature: seed -> png_a, png_b. Untyped like :func:`signature`'s seed (validate_rows
     names a bad value); ``label`` is named, optional, so that a label sent to this unconditional model is
     refused rather than dropped."""
-    columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=False)]
+    columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=False),
+               ColSpec(AnyType(), "truncation", required=False)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png_a"), ColSpec("string", "png_b")]))
 
 
@@ -163,6 +166,26 @@ def validate_edits(frame: pd.DataFrame, *, directions: int) -> tuple[list[int], 
     return out_d, out_a
 
 
+def validate_truncation(frame: pd.DataFrame) -> list[float] | float:
+    """The optional ``truncation`` column: psi per row (a row without one: 1, the seed's own latent), or 1.0
+    when no row has one. Raise a 400-style MlflowException naming the row for a value that is not a number
+    in 0..1."""
+    if "truncation" not in frame.columns or all(_missing(v) for v in frame["truncation"].tolist()):
+        return 1.0
+    out = []
+    for i, psi in enumerate(frame["truncation"].tolist()):
+        if _missing(psi):
+            out.append(1.0)
+            continue
+        if isinstance(psi, bool) or not isinstance(psi, numbers.Real) or not math.isfinite(psi):
+            raise _bad(f"row {i}: 'truncation' must be a number in 0..1, got {type(psi).__name__} {psi!r}")
+        if not 0 <= psi <= 1:
+            raise _bad(f"row {i}: 'truncation' must be in 0..1 (1: the seed's own latent, 0: the mean latent), "
+                       f"got {psi!r}")
+        out.append(float(psi))
+    return out
+
+
 def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tuple[list[int], list[int] | None]:
     """Check a ``generate`` request and return (seeds, labels); raise a 400-style MlflowException otherwise."""
     _check_table(frame, required="seed", max_rows=max_rows, example='{"seed": 0}')
@@ -181,16 +204,17 @@ def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tu
 
 
 def refuse_latent_columns(frame: Any, artifact: Any) -> None:
-    """A model without a latent (a PixelCNN) draws from seeds only: a row with 'direction', 'alpha' or 'image'
-    asks for an edit or an inversion it cannot make, and is refused rather than answered as a plain draw."""
+    """A model without a latent (a PixelCNN) draws from seeds only: a row with 'truncation', 'direction',
+    'alpha' or 'image' asks for a truncation, an edit or an inversion it cannot make, and is refused rather
+    than answered as a plain draw."""
     if not isinstance(frame, pd.DataFrame):
         return
-    for column in ("direction", "alpha", "image"):
+    for column in ("truncation", "direction", "alpha", "image"):
         if column in frame.columns:
             given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
             if given:
                 raise _bad(f"row {given[0]}: '{column}' given, but {artifact.variant} ({artifact.family}) has no latent "
-                           "to edit or invert: it draws images pixel by pixel from a 'seed'; drop "
+                           "to truncate, edit or invert: it draws images pixel by pixel from a 'seed'; drop "
                            f"'{column}'")
 
 
@@ -207,12 +231,12 @@ def validate_invert_rows(frame: pd.DataFrame, artifact: Any, *, max_rows: int) -
     if artifact.encoder is None:
         raise _bad("this model version was registered without the explore stage's encoder, so it cannot invert "
                    "images: register a generator after `gans explore` (dvc repro runs it) to get one")
-    for column in ("seed", "direction", "alpha"):
+    for column in ("seed", "truncation", "direction", "alpha"):
         if column in frame.columns:
             given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
             if given:
                 raise _bad(f"row {given[0]}: '{column}' given in a request that inverts images ('image'); a request "
-                           "either draws (seed, direction, alpha) or inverts (image): send them separately")
+                           "either draws (seed, truncation, direction, alpha) or inverts (image): send them separately")
     r, channels = artifact.spec["resolution"], artifact.spec["channels"]
     images = []
     for i, value in enumerate(frame["image"].tolist()):
@@ -367,7 +391,7 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
             return _encode(out)
         if artifact.kind == "pair":
             seeds, _ = validate_rows(model_input, num_classes=0, max_rows=self.max_rows)
-            a, b = artifact.generate_pair(seeds)
+            a, b = artifact.generate_pair(seeds, truncation=validate_truncation(model_input))
             return pd.DataFrame({"png_a": _encode(a)["png"], "png_b": _encode(b)["png"]})
         if artifact.kind == "classify":
             probabilities = artifact.classify(validate_classify_rows(model_input, artifact, max_rows=self.max_rows))
@@ -382,11 +406,14 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
         if not hasattr(artifact, "edit"):
             refuse_latent_columns(model_input, artifact)
         seeds, labels = validate_rows(model_input, num_classes=artifact.num_classes, max_rows=self.max_rows)
+        if not getattr(artifact, "truncates", False):
+            return _encode(artifact.generate(seeds, labels))
+        psi = validate_truncation(model_input)
         edits = validate_edits(model_input, directions=artifact.edit_directions) \
             if hasattr(artifact, "edit") else None
         if edits is not None:
-            return _encode(artifact.edit(seeds, labels, *edits))
-        return _encode(artifact.generate(seeds, labels))
+            return _encode(artifact.edit(seeds, labels, *edits, truncation=psi))
+        return _encode(artifact.generate(seeds, labels, truncation=psi))
 
 
 GeneratorModel = ArtifactModel  # the name models registered by earlier releases load

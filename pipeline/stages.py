@@ -305,6 +305,7 @@ def evaluate(params: Params) -> dict[str, Any]:
     metrics["generator_hash"] = generator_hash
     atomic_write(paths.GRID, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     _write_confusion(metrics.get("confusion"), metrics.get("classes"), paths.CONFUSION_PLOT)
+    _write_rows(paths.TRUNCATION_PLOT, ["psi", "fid", "precision", "recall"], metrics.get("truncation") or [])
     save_json(metrics, paths.EVAL_METRICS)
     _log_eval(params, metrics)
     return metrics
@@ -321,6 +322,18 @@ def _write_confusion(matrix: list[list[int]] | None, classes: list[str] | None, 
             for a, row in enumerate(matrix or []):
                 for p, count in enumerate(row):
                     out.writerows([[classes[a], classes[p]]] * count)
+
+    atomic_write(path, write)
+
+
+def _write_rows(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """A CSV of ``columns`` with one line per row (the header alone for none), for DVC's plots."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            out = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+            out.writeheader()
+            out.writerows(rows)
 
     atomic_write(path, write)
 
@@ -354,6 +367,8 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
 
         numbers = {f"eval_{k}": float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for row in metrics.get("truncation") or []:  # eval_fid_psi0.5, ...: comparable across runs in the UI
+            numbers.update({f"eval_{k}_psi{row['psi']:g}": float(row[k]) for k in ("fid", "precision", "recall")})
         now = int(time.time() * 1000)  # not 0: a re-evaluation at the same step must not repeat (key, time, step)
         client.log_batch(run_id, metrics=[Metric(k, v, now, int(metrics["step"])) for k, v in numbers.items()])
         client.set_tag(run_id, "extractor", metrics["extractor"])
@@ -365,6 +380,8 @@ def _log_eval(params: Params, metrics: dict[str, Any]) -> None:
             client.log_dict(run_id, {"classes": metrics["classes"], "rows": "actual class", "columns": "predicted class",
                                      "counts": metrics["confusion"]}, "metrics/confusion.json")
             client.log_artifact(run_id, str(paths.CONFUSION_PLOT), "plots")
+        if metrics.get("truncation"):
+            client.log_artifact(run_id, str(paths.TRUNCATION_PLOT), "plots")
 
     _on_run(params, run_id, "the evaluation", log)
 

@@ -71,7 +71,10 @@ def test_served_cogan_answers_a_pair_per_seed_and_refuses_bad_rows(cogan: Path) 
         rows = resp.json()["predictions"]
         for i, row in enumerate(rows):
             assert torch.equal(_png(row["png_a"]), a[i]) and torch.equal(_png(row["png_b"]), b[i])
+        mean = invoke_rows(url, [{"seed": 3, "truncation": 0}, {"seed": 4, "truncation": 0}]).json()["predictions"]
+        assert mean[0] == mean[1] and mean[0]["png_a"] != rows[0]["png_a"]  # psi 0: the mean latent's pair
         bad = [([{"seed": 1, "label": 2}], "this generator is unconditional"),
+               ([{"seed": 1, "truncation": -1}], "row 0: 'truncation' must be in 0..1"),
                ([{"seed": -1}], "row 0: 'seed'"),
                ([{"seed": 1, "image": "x"}], "unknown column 'image'")]
         for rows_, fragment in bad:

@@ -52,6 +52,8 @@ def test_overrides_are_typed_as_yaml() -> None:
     ("augment.ada.target=1.5", "augment.ada.target: got 1.5; expected a number in (0, 1)"),
     ("augment.ada.pipeline=xyz", "augment.ada.pipeline: got 'xyz'; allowed values: b, bg, bgc, c"),
     ("evaluate.features=clip", "evaluate.features: got 'clip'; allowed values: domain, inception"),
+    ("evaluate.truncation=[1, 1.5]", "evaluate.truncation[1]: got 1.5; expected a psi in 0..1"),
+    ("evaluate.truncation=[0.5, 0.5]", "evaluate.truncation: got [0.5, 0.5]; each psi once"),
     ("register.promote=sometimes", "register.promote: got 'sometimes'; allowed values: if_better, always, never"),
     ("train=5", "train: expected a mapping of keys"),
     ("steps", "expected KEY=VALUE"),
@@ -463,7 +465,9 @@ def test_sample_arguments_out_of_range_are_refused_before_the_model_is_loaded(tm
                        (["--per-row", "0"], "error: --per-row: got 0; expected an integer >= 1"),
                        (["--seed", "-1"], "error: --seed: got -1; the seeds --seed .. --seed + --count - 1 must lie "
                                           "in 0..2^63 - 1"),
-                       (["--seed", str(2**63 - 10), "--count", "64"], f"error: --seed: got {2**63 - 10};")]:
+                       (["--seed", str(2**63 - 10), "--count", "64"], f"error: --seed: got {2**63 - 10};"),
+                       (["--truncation", "1.5"], "error: --truncation: got 1.5; expected a number in 0..1"),
+                       (["--truncation", "nan"], "error: --truncation: got nan; expected a number in 0..1")]:
         assert main(["sample", "--checkpoint", "missing.pt", *args]) == 2  # a missing file would be the next error
         err = capsys.readouterr().err
         assert err.startswith(line) and len(err.strip().splitlines()) == 1, err
@@ -474,18 +478,23 @@ def test_sample_labels_and_directions_are_checked_against_the_model() -> None:
 
     from pipeline.cli import _check_sample_args
 
-    generator = SimpleNamespace(kind="generate", num_classes=10, variant="cgan")
-    unconditional = SimpleNamespace(kind="generate", num_classes=0, variant="dcgan")
-    translator = SimpleNamespace(kind="translate", variant="cyclegan", directions=("a2b", "b2a"))
+    generator = SimpleNamespace(kind="generate", num_classes=10, variant="cgan", truncates=True)
+    unconditional = SimpleNamespace(kind="generate", num_classes=0, variant="dcgan", truncates=True)
+    pixels = SimpleNamespace(kind="generate", num_classes=0, variant="pixelcnn", family="pixelcnn")
+    translator = SimpleNamespace(kind="translate", variant="cyclegan", family="translation", directions=("a2b", "b2a"))
 
     def args(**kw):
-        return SimpleNamespace(**{"label": None, "direction": None, **kw})
+        return SimpleNamespace(**{"label": None, "direction": None, "truncation": 1.0, **kw})
 
     for label in (0, 9):
         _check_sample_args(generator, args(label=label))
     _check_sample_args(unconditional, args())
     _check_sample_args(translator, args(direction="b2a"))
+    _check_sample_args(unconditional, args(truncation=0.0))
+    _check_sample_args(pixels, args(truncation=1.0))
     for artifact, kw, message in [
+        (pixels, {"truncation": 0.5}, "--truncation: pixelcnn (pixelcnn) has no latent to truncate; drop --truncation"),
+        (translator, {"truncation": 0.5}, "--truncation: cyclegan (translation) translates images"),
         (generator, {"label": 10}, "--label: got 10; cgan has classes 0..9"),
         (generator, {"label": -1}, "--label: got -1; cgan has classes 0..9"),
         (unconditional, {"label": 0}, "--label: dcgan is unconditional (it was trained without labels); drop --label"),

@@ -38,6 +38,15 @@ def test_dvc_repro_writes_every_output(tiny_repo: Path) -> None:
         assert key in ev, key
     assert ev["extractor"].startswith("domain:") and ev["num_samples"] == 200
     assert ev["fid"] > 0 and 1.0 <= ev["is"] <= 10.0
+    # the truncation trade-off at params.yaml's psi values: psi 1 is the main score, the others score the same
+    # seeds drawn nearer the mean latent, as eval.json rows, plots/truncation.csv and MLflow metrics
+    assert [r["psi"] for r in ev["truncation"]] == [1.0, 0.75, 0.5, 0.25]
+    assert {k: ev["truncation"][0][k] for k in ("fid", "precision", "recall")} == \
+        {k: ev[k] for k in ("fid", "precision", "recall")}
+    assert len({r["fid"] for r in ev["truncation"]}) == 4 and all(0 <= r["recall"] <= 1 for r in ev["truncation"])
+    lines = (tiny_repo / "plots/truncation.csv").read_text().splitlines()
+    assert lines[0] == "psi,fid,precision,recall" and [float(x.split(",")[1]) for x in lines[1:]] == \
+        [r["fid"] for r in ev["truncation"]]
     grid = Image.open(tiny_repo / "samples/grid.png")
     assert grid.size == (8 * 18 + 2, 8 * 18 + 2)
     assert (tiny_repo / "models/generator.pt").stat().st_size > 0
@@ -133,7 +142,7 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "direction", "alpha", "image"]
+    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "truncation", "direction", "alpha", "image"]
     # the version carries its ONNX export and the sample grid; its description and metadata say so
     assert "generator.onnx (ONNX opset 18" in mv.tags["export"] and mv.tags["export"] in mv.description
     assert info.metadata["gans"]["variant"] == "dcgan" and info.metadata["gans"]["exports"] == mv.tags["export"]
@@ -215,6 +224,23 @@ def test_served_generator_edits_along_its_sefa_directions(server: Served, tiny_r
     assert "'direction' (0..9) and 'alpha' (-10..10)" in info["edit"], info
 
 
+def test_served_generator_truncates_towards_the_mean_latent(server: Served, tiny_repo: Path) -> None:
+    """truncation psi: the seed's latent scaled by psi, per row; psi 0 is one image whatever the seed, psi 1 (or
+    no truncation) the seed's own; the description says so."""
+    rows = [{"seed": 1, "truncation": 0}, {"seed": 2, "truncation": 0.0}, {"seed": 1}, {"seed": 1, "truncation": 1},
+            {"seed": 1, "truncation": 0.5}]
+    resp = _invoke(server.url, {"dataframe_records": rows})
+    assert resp.status_code == 200, f"{resp.text}\n{tail(server.log)}"
+    pngs = [base64.b64decode(row["png"]) for row in resp.json()["predictions"]]
+    assert pngs[0] == pngs[1] and pngs[2] == pngs[3] and pngs[4] not in (pngs[0], pngs[2])
+    artifact = load_artifact(tiny_repo / "models/generator.pt")
+    expected = renderer(artifact.generator, torch.device("cpu"))(0.5 * latents_for_seeds([1], artifact.z_dim), None)
+    served = torch.from_numpy(np.array(Image.open(io.BytesIO(pngs[4]))))
+    assert (served.int() - expected[0, 0].int()).abs().max() <= 1
+    info = requests.get(f"{server.url}/model", timeout=30).json()
+    assert "optional 'truncation' psi in 0..1" in info["truncation"], info
+
+
 def test_served_generator_inverts_an_image_to_its_latent(server: Served, tiny_repo: Path) -> None:
     """image -> latent: the latent of a drawn image, found by the shipped encoder and refined, draws an image
     closer to it than the neighbouring seed's; the answered png is what the answered latent draws."""
@@ -242,7 +268,7 @@ def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images
     assert described.status_code == 200, described.text
     info = described.json()
     assert info["family"] == "noise-to-image" and info["variant"] == "dcgan" and info["kind"] == "generate"
-    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "direction", "alpha", "image"]
+    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "truncation", "direction", "alpha", "image"]
     assert info["max_rows"] == 64
     assert info["version"] == "1" and "torch.Generator().manual_seed(s)" in info["latent"]
     assert info["example_request"] == '{"dataframe_records": [{"seed": 0}]}' and "generator.onnx" in info["exports"]
@@ -268,13 +294,18 @@ def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images
     ({"dataframe_records": [{"seed": 0, "direction": 1}]}, "row 0: 'direction' given without 'alpha'"),
     ({"dataframe_records": [{"seed": 0, "direction": 1, "alpha": "big"}]},
      "row 0: 'alpha' must be a finite number, got str 'big'"),
+    ({"dataframe_records": [{"seed": 0}, {"seed": 1, "truncation": 1.5}]},
+     "row 1: 'truncation' must be in 0..1 (1: the seed's own latent, 0: the mean latent), got 1.5"),
+    ({"dataframe_records": [{"image": "aGVsbG8=", "truncation": 0.5}]},
+     "row 0: 'truncation' given in a request that inverts images"),
     ({"dataframe_records": [{"image": "aGVsbG8="}]}, "row 0: 'image' is not a readable image"),
     ({"dataframe_records": [{"image": base64.b64encode(encode_png(torch.zeros(1, 8, 8, dtype=torch.uint8))
                                                        .numpy().tobytes()).decode()}]},
      "row 0: 'image' is 8x8; this generator draws and inverts 16x16 images"),
     ({"dataframe_records": [{"seed": 1}, {"image": "aGVsbG8="}]}, "row 0: 'seed' given in a request that inverts"),
 ], ids=["negative-seed", "too-many-rows", "string-seed", "no-input-field", "direction-out-of-range",
-        "alpha-out-of-range", "direction-without-alpha", "string-alpha", "invert-not-an-image", "invert-wrong-size",
+        "alpha-out-of-range", "direction-without-alpha", "string-alpha", "truncation-out-of-range",
+        "truncation-with-invert", "invert-not-an-image", "invert-wrong-size",
         "invert-and-seed"])
 def test_bad_requests_get_errors_and_server_keeps_serving(server: Served, payload: object, fragment: str) -> None:
     resp = _invoke(server.url, payload)
@@ -331,8 +362,12 @@ def test_sample_summary_and_variants_commands(tiny_repo: Path, tmp_path: Path) -
     shutil.copytree(tiny_repo, repo, symlinks=True)
     run(["gans", "sample", "--count", "6", "--per-row", "3", "--out", "samples/champion.png"], repo)
     assert Image.open(repo / "samples/champion.png").size == (3 * 18 + 2, 2 * 18 + 2)
-    run(["gans", "sample", "--checkpoint", "models/generator.pt", "--count", "4", "--out", "local.png"], repo)
-    assert Image.open(repo / "local.png").size == (4 * 18 + 2, 18 + 2)
+    run(["gans", "sample", "--checkpoint", "models/generator.pt", "--count", "4", "--truncation", "0", "--out",
+         "local.png"], repo)
+    local = torch.from_numpy(np.array(Image.open(repo / "local.png").convert("L")))
+    assert local.shape == (18 + 2, 4 * 18 + 2)
+    tiles = [local[2:18, 2 + 18 * i:18 + 18 * i] for i in range(4)]  # psi 0: every seed draws the mean image
+    assert all(torch.equal(t, tiles[0]) for t in tiles) and tiles[0].float().std() > 0
     summary = run(["gans", "summary"], repo).stdout
     assert "FID" in summary and "mlflow ui --backend-store-uri sqlite:///mlflow.db" in summary and "gans serve" in summary
     assert "dcgan" in run(["gans", "variants"], repo).stdout

@@ -77,7 +77,8 @@ def test_served_pixelcnn_draws_the_seeds_image_and_refuses_latent_rows(cpixelcnn
             assert torch.equal(got, image[0])  # the seed fixes the image, whoever draws it
         blank = png_base64(torch.zeros(1, 16, 16, dtype=torch.uint8))
         bad = [([{"seed": 0, "label": 1, "direction": 0, "alpha": 1.0}], "'direction' given, but cpixelcnn (pixelcnn) "
-                                                                        "has no latent to edit or invert"),
+                                                                        "has no latent to truncate, edit or invert"),
+               ([{"seed": 0, "label": 1, "truncation": 0.5}], "'truncation' given, but cpixelcnn (pixelcnn) has no latent"),
                ([{"image": blank, "label": 0}], "'image' given, but cpixelcnn (pixelcnn) has no latent"),
                ([{"seed": 0}], "Model is missing inputs ['label']"),
                ([{"seed": 0, "label": 10}], "'label' must be in 0..9, got 10")]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from PIL import Image
 
-from gans.sampling import generate, grid_seeds_labels, image_grid, latents_for_seeds, png_bytes
+from gans.sampling import check_truncation, generate, grid_seeds_labels, image_grid, latents_for_seeds, png_bytes
 
 
 def test_a_latent_depends_only_on_its_seed() -> None:
@@ -36,3 +37,33 @@ def test_grid_rows_per_class_and_png_bytes_decode() -> None:
     grid = image_grid(torch.zeros(10, 1, 4, 4, dtype=torch.uint8), per_row=5)
     assert grid.shape == (3, 2 * 6 + 2, 5 * 6 + 2)
     assert Image.open(io.BytesIO(png_bytes(grid))).size == (32, 14)
+
+
+def test_truncation_scales_each_latent_towards_the_mean_and_psi_0_draws_one_image() -> None:
+    z = latents_for_seeds([3, 7], 5)
+    assert torch.equal(latents_for_seeds([3, 7], 5, 1.0), z)
+    assert torch.allclose(latents_for_seeds([3, 7], 5, 0.5), 0.5 * z)
+    per_row = latents_for_seeds([3, 7], 5, [1.0, 0.25])
+    assert torch.equal(per_row[0], z[0]) and torch.allclose(per_row[1], 0.25 * z[1])
+    with pytest.raises(ValueError, match="2 truncation values for 3 seeds"):
+        latents_for_seeds([1, 2, 3], 5, [1.0, 0.5])
+
+    class Tanh(torch.nn.Module):
+        def forward(self, z, labels=None):
+            return z[:, :4].tanh().view(-1, 1, 2, 2)
+
+    cpu = torch.device("cpu")
+    mean = generate(Tanh(), [0, 1, 2], None, z_dim=4, device=cpu, truncation=0.0)
+    assert torch.equal(mean[0], mean[1]) and torch.equal(mean[0], mean[2])
+    own = generate(Tanh(), [0, 1, 2], None, z_dim=4, device=cpu)
+    assert not torch.equal(own[0], own[1])
+    mixed = generate(Tanh(), [0, 1, 2], None, z_dim=4, device=cpu, batch_size=2, truncation=[1.0, 0.0, 0.5])
+    assert torch.equal(mixed[0], own[0]) and torch.equal(mixed[1], mean[1])
+    assert torch.equal(mixed[2], generate(Tanh(), [2], None, z_dim=4, device=cpu, truncation=0.5)[0])
+
+
+@pytest.mark.parametrize("psi", [-0.1, 1.5, float("nan"), True, "0.5"])
+def test_a_truncation_outside_0_to_1_is_refused_by_name(psi) -> None:
+    with pytest.raises(ValueError, match=r"--truncation: got .*; expected a number in 0\.\.1"):
+        check_truncation(psi, "--truncation")
+    assert check_truncation(0, "x") == 0.0 and check_truncation(1, "x") == 1.0

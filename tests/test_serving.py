@@ -17,8 +17,8 @@ from gans.config import AugmentConfig, DataConfig, ModelConfig, TrainConfig
 from gans.data import load_dataset
 from gans.families import build_trainer
 from gans.io import save_torch
-from pipeline.serving import (ArtifactModel, signature_of, unknown_column, validate_edits, validate_rows,
-                              validate_translate_rows)
+from pipeline.serving import (ArtifactModel, refuse_latent_columns, signature_of, unknown_column, validate_edits,
+                              validate_rows, validate_translate_rows, validate_truncation)
 
 
 def _png(image: torch.Tensor) -> str:
@@ -90,8 +90,8 @@ def test_a_label_for_an_unconditional_generator_is_refused_not_dropped() -> None
     sig = signature_of(SimpleNamespace(kind="generate", num_classes=0))
     # seed is optional only because a row may invert an image instead; validate_rows requires it
     assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", False), ("label", False),
-                                                                  ("direction", False), ("alpha", False),
-                                                                  ("image", False)]
+                                                                  ("truncation", False), ("direction", False),
+                                                                  ("alpha", False), ("image", False)]
     assert validate_rows(pd.DataFrame([{"seed": 1}]), num_classes=0, max_rows=4) == ([1], None)
     # a row without a label beside one with: pandas fills the gap with NaN, which is "no label"
     frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "label": 3}])
@@ -130,3 +130,22 @@ def test_edit_columns_are_optional_per_row_and_checked() -> None:
                            ([{"seed": 1, "direction": 0, "alpha": -10.5}], "'alpha' must be in -10..10")):
         with pytest.raises(MlflowException, match=re.escape(fragment)):
             validate_edits(pd.DataFrame(rows), directions=4)
+
+
+def test_truncation_is_optional_per_row_and_checked() -> None:
+    """No truncation column (or only nulls): 1.0 for the whole request; otherwise psi per row, 1 where a row has
+    none; anything but a number in 0..1 is a 400 naming the row. A model without a latent refuses the column."""
+    assert validate_truncation(pd.DataFrame([{"seed": 1}])) == 1.0
+    assert validate_truncation(pd.DataFrame([{"seed": 1, "truncation": None}])) == 1.0
+    assert validate_truncation(pd.DataFrame([{"seed": 1}, {"seed": 2, "truncation": 0}, {"seed": 3, "truncation": 0.7}])) \
+        == [1.0, 0.0, 0.7]
+    for value, fragment in ((1.5, "row 1: 'truncation' must be in 0..1"), (-0.5, "row 1: 'truncation' must be in 0..1"),
+                            ("0.5", "row 1: 'truncation' must be a number in 0..1, got str '0.5'"),
+                            (True, "row 1: 'truncation' must be a number in 0..1, got bool True"),
+                            (float("inf"), "row 1: 'truncation' must be a number in 0..1, got float inf")):
+        with pytest.raises(MlflowException, match=re.escape(fragment)) as err:
+            validate_truncation(pd.DataFrame([{"seed": 1}, {"seed": 2, "truncation": value}]))
+        assert err.value.get_http_status_code() == 400
+    pixel_model = SimpleNamespace(variant="pixelcnn", family="pixelcnn")
+    with pytest.raises(MlflowException, match="row 0: 'truncation' given, but pixelcnn .* has no latent to truncate"):
+        refuse_latent_columns(pd.DataFrame([{"seed": 1, "truncation": 0.5}]), pixel_model)

@@ -16,7 +16,7 @@ from gans.family import EvalContext, Graph, Metric
 from gans.families.coupled import evaluate as _evaluate
 from gans.families.coupled.nets import DOMAINS, CoupledGenerator, CoupledSpec, OneDomain
 from gans.families.coupled.recipe import FAMILY, PRESETS, Coupled, CoupledRecipe, resolve_coupled
-from gans.sampling import LATENT_RECIPE
+from gans.sampling import LATENT_RECIPE, TRUNCATION_RECIPE, Truncation
 
 __all__ = ["COUPLED", "CoupledFamily", "PairArtifact"]
 
@@ -26,6 +26,7 @@ class PairArtifact:
     images of each seed's latent."""
 
     kind, family = "pair", FAMILY
+    truncates = True  # generate_pair takes a truncation psi (gans.sampling.latents_for_seeds)
     num_classes = 0  # unconditional: rows take a seed only
     domains = DOMAINS
     directions = DOMAINS  # the graphs gans export picks from (--direction a or b)
@@ -41,22 +42,26 @@ class PairArtifact:
         self.z_dim, self.resolution = self.net_spec.z_dim, self.net_spec.resolution
         self.classes = payload.get("classes", {})
 
-    def generate_pair(self, seeds: Sequence[int], *, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        return _evaluate.draw_pairs(self.generator, seeds, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
+    def generate_pair(self, seeds: Sequence[int], *, batch_size: int = 256,
+                      truncation: Truncation = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        return _evaluate.draw_pairs(self.generator, seeds, z_dim=self.z_dim, device=self.device, batch_size=batch_size,
+                                    truncation=truncation)
 
-    def pair_grid(self, seeds: Sequence[int], *, per_row: int = 8) -> torch.Tensor:
+    def pair_grid(self, seeds: Sequence[int], *, per_row: int = 8, truncation: float = 1.0) -> torch.Tensor:
         """uint8 (C, H, W): rows of ``per_row`` domain-a images, each above the domain-b images of the same seeds."""
-        return _evaluate.pair_grid(*self.generate_pair(seeds), per_row=per_row)
+        return _evaluate.pair_grid(*self.generate_pair(seeds, truncation=truncation), per_row=per_row)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
                 "resolution": self.resolution, "channels": {d: self.net_spec.channels(d) for d in DOMAINS},
                 "domains": list(DOMAINS), "latent": LATENT_RECIPE,
+                "truncation": TRUNCATION_RECIPE,
                 "output": "png_a and png_b: the images of domain a and domain b drawn from the seed's latent"}
 
     def graphs(self) -> list[Graph]:
         inputs = {"z": torch.zeros(2, self.z_dim, device=self.device)}
-        meta = {"z": f"float32 (N, {self.z_dim}): the latent (the same for both domains' graphs); {LATENT_RECIPE}"}
+        meta = {"z": f"float32 (N, {self.z_dim}): the latent (the same for both domains' graphs); {LATENT_RECIPE}; "
+                     "for truncation psi, pass psi * z"}
         return [Graph(f"generator-{d}", OneDomain(self.generator, d), inputs, meta) for d in DOMAINS]
 
 

@@ -24,17 +24,18 @@ from gans.evaluation import frechet_distance, generative_metrics
 from gans.family import EvalContext
 from gans.families.coupled.nets import DOMAINS
 from gans.families.noise.evaluate import SEED_STRIDE
-from gans.sampling import latents_for_seeds
+from gans.sampling import Truncation, latents_for_seeds
 
 
 @torch.no_grad()
 def draw_pairs(generator: nn.Module, seeds: Sequence[int], *, z_dim: int, device: torch.device,
-               batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pair each seed's latent draws: (uint8 (N, C_a, R, R), uint8 (N, C_b, R, R))."""
+               batch_size: int = 256, truncation: Truncation = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair each seed's (truncated) latent draws: (uint8 (N, C_a, R, R), uint8 (N, C_b, R, R))."""
     generator.eval()
     a, b = [], []
+    z = latents_for_seeds(seeds, z_dim, truncation)
     for start in range(0, len(seeds), batch_size):
-        fa, fb = generator(latents_for_seeds(seeds[start:start + batch_size], z_dim).to(device))
+        fa, fb = generator(z[start:start + batch_size].to(device))
         a.append(to_uint8(fa).cpu())
         b.append(to_uint8(fb).cpu())
     if not a:

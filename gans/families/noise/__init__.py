@@ -21,7 +21,7 @@ from gans.families.noise.recipe import FAMILY, NoiseRecipe, build_objective, bui
 from gans.families.noise.variants import PRESETS, Variant, resolve_variant
 from gans.io import load_torch
 from gans.latent import Encoder, invert, renderer, sefa_directions
-from gans.sampling import LATENT_RECIPE, generate, latents_for_seeds
+from gans.sampling import LATENT_RECIPE, TRUNCATION_RECIPE, Truncation, generate, latents_for_seeds
 
 EDIT_DIRECTIONS = 10
 EDIT_RECIPE = ("optional 'direction' (0..{k}) and 'alpha' (-10..10): the seed's latent moved by alpha x SeFa "
@@ -37,6 +37,7 @@ class GeneratorArtifact:
     """A trained generator: ``generate(seeds, labels)`` -> uint8 (N, C, R, R), one image per seed."""
 
     kind, family = "generate", FAMILY
+    truncates = True  # generate and edit take a truncation psi (gans.sampling.latents_for_seeds)
 
     def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
         spec = NetSpec(**payload["spec"])
@@ -49,8 +50,10 @@ class GeneratorArtifact:
         self.z_dim, self.num_classes = spec.z_dim, spec.num_classes
         self.classes = tuple(payload.get("classes", ()))
 
-    def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256) -> torch.Tensor:
-        return generate(self.generator, seeds, labels, z_dim=self.z_dim, device=self.device, batch_size=batch_size)
+    def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256,
+                 truncation: Truncation = 1.0) -> torch.Tensor:
+        return generate(self.generator, seeds, labels, z_dim=self.z_dim, device=self.device, batch_size=batch_size,
+                        truncation=truncation)
 
     @property
     def edit_directions(self) -> int:
@@ -64,9 +67,10 @@ class GeneratorArtifact:
         return sefa_directions(self.generator, self.z_dim, self.edit_directions)[0]
 
     def edit(self, seeds: Sequence[int], labels: Sequence[int] | None, directions: Sequence[int],
-             alphas: Sequence[float]) -> torch.Tensor:
-        """Images of ``seeds`` with each latent moved by alpha x its SeFa direction (alpha 0: ``generate``'s)."""
-        z = latents_for_seeds(seeds, self.z_dim)
+             alphas: Sequence[float], truncation: Truncation = 1.0) -> torch.Tensor:
+        """Images of ``seeds`` with each (truncated) latent moved by alpha x its SeFa direction (alpha 0:
+        ``generate``'s)."""
+        z = latents_for_seeds(seeds, self.z_dim, truncation)
         z = z + torch.tensor(alphas, dtype=torch.float32)[:, None] * self.directions[list(directions)]
         render = renderer(self.generator, self.device)
         y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.int64)
@@ -102,13 +106,13 @@ class GeneratorArtifact:
         return {"kind": self.kind, "family": self.family, "variant": self.variant, "z_dim": self.z_dim,
                 "num_classes": self.num_classes, "classes": list(self.classes),
                 "resolution": self.spec["resolution"], "channels": self.spec["channels"], "latent": LATENT_RECIPE,
-                "edit": EDIT_RECIPE.format(k=self.edit_directions - 1),
+                "truncation": TRUNCATION_RECIPE, "edit": EDIT_RECIPE.format(k=self.edit_directions - 1),
                 "invert": (INVERT_RECIPE.format(steps=self.invert_steps) if self.encoder is not None else
                            "not available: registered without the explore stage's encoder")}
 
     def graphs(self) -> list[Graph]:
         inputs = {"z": torch.zeros(2, self.z_dim, device=self.device)}
-        meta = {"z": f"float32 (N, {self.z_dim}): the latent; {LATENT_RECIPE}"}
+        meta = {"z": f"float32 (N, {self.z_dim}): the latent; {LATENT_RECIPE}; for truncation psi, pass psi * z"}
         if self.num_classes:
             inputs["label"] = torch.zeros(2, dtype=torch.int64, device=self.device)
             named = self.classes and list(self.classes) != [str(i) for i in range(self.num_classes)]

@@ -9,7 +9,8 @@ from typing import Any
 
 import torch
 
-from gans.evaluation import Features, cluster_accuracy, cluster_purity, frechet_distance, generative_metrics
+from gans.evaluation import (Features, cluster_accuracy, cluster_purity, frechet_distance, generative_metrics,
+                             precision_recall)
 from gans.family import EvalContext
 from gans.sampling import grid_seeds_labels, image_grid
 
@@ -73,5 +74,24 @@ def sample_metrics(artifact, ctx: EvalContext, spec: dict[str, Any] | None = Non
         logits = fake_f.logits if extractor is domain else domain.extract(fake, batch_size=bs).logits
         metrics.update(label_metrics(spec or artifact.spec, labels, logits.argmax(1), real_f, fake_f, holdout.labels))
     metrics.update({"num_samples": n, "num_real": len(holdout)})
+    if ctx.truncation and getattr(artifact, "truncates", False):
+        metrics["truncation"] = truncation_sweep(artifact, ctx, seeds, labels, metrics)
     grid_seeds, grid_labels = grid_seeds_labels(artifact.num_classes)
     return metrics, image_grid(artifact.generate(grid_seeds, grid_labels))
+
+
+def truncation_sweep(artifact, ctx: EvalContext, seeds: list[int], labels: list[int] | None,
+                     untruncated: dict[str, Any]) -> list[dict[str, float]]:
+    """FID, precision and recall of the same seeds drawn at each psi of ``ctx.truncation`` (largest first; psi 1
+    is ``untruncated``'s): the quality/diversity trade-off of the truncation trick."""
+    real = ctx.real_features("images")
+    rows = []
+    for psi in sorted(ctx.truncation, reverse=True):
+        if psi == 1:
+            scores = {k: untruncated[k] for k in ("fid", "precision", "recall")}
+        else:
+            fake = artifact.generate(seeds, labels, batch_size=ctx.batch_size, truncation=psi)
+            features = ctx.extractors["images"].extract(fake, batch_size=ctx.batch_size, desc=f"psi {psi:g}")
+            scores = {"fid": frechet_distance(real.features, features.features), **precision_recall(real, features)}
+        rows.append({"psi": float(psi), **scores})
+    return rows
