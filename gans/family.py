@@ -62,7 +62,8 @@ class Phase:
 @dataclass(frozen=True)
 class OptimizerSpec:
     """An optimiser over the parameters of ``networks``. ``lr_param`` names the ``train.*`` key that
-    overrides ``lr`` (lr_g or lr_d). With ``decay_start`` < 1 the learning rate decays linearly to zero
+    overrides ``lr`` (lr_g or lr_d); ``lr_scale`` multiplies
+    either (StyleGAN2 rescales the Adam rate of a lazily regularised optimiser). With ``decay_start`` < 1 the learning rate decays linearly to zero
     from that fraction of ``train.steps`` to its end (pix2pix and CycleGAN decay over the second half)."""
 
     networks: tuple[str, ...]
@@ -71,6 +72,7 @@ class OptimizerSpec:
     betas: tuple[float, float] = (0.5, 0.999)
     lr_param: Literal["lr_g", "lr_d"] = "lr_g"
     decay_start: float = 1.0
+    lr_scale: float = 1.0  # times the rate (lr or the train.* override): lazy regularisation's c
 
 
 @dataclass(frozen=True, kw_only=True)

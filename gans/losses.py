@@ -198,14 +198,14 @@ def gradient_norm(discriminator: nn.Module, images: torch.Tensor, labels: torch.
     differentiates a gradient, which bf16/fp16 would round away. A ``torch.compile``d D runs eagerly
     here, since compiled graphs do not support the double backward the penalty needs."""
     images = images.detach().float().requires_grad_(True)
-    eager = torch.compiler.set_stance("force_eager") if _is_compiled(discriminator) else contextlib.nullcontext()
+    eager = torch.compiler.set_stance("force_eager") if is_compiled(discriminator) else contextlib.nullcontext()
     with torch.autocast(images.device.type, enabled=False), eager:  # the backward's matmuls too
         out = discriminator(images, labels).float()
         (grad,) = torch.autograd.grad(out.sum(), images, create_graph=True)
         return grad.flatten(1).norm(dim=1)
 
 
-def _is_compiled(module: nn.Module) -> bool:
+def is_compiled(module: nn.Module) -> bool:
     """Whether ``module`` or a submodule was compiled in place (``nn.Module.compile``)."""
     return any(getattr(m, "_compiled_call_impl", None) is not None for m in module.modules())
 

@@ -288,7 +288,7 @@ class Trainer:
         self.opt_flags: dict[str, dict[str, bool]] = {}
         for name, spec in self.recipe.optimizers.items():
             self.opt_flags[name] = optimizer_flags(spec.kind, self.device)
-            lr = getattr(self.train_cfg, spec.lr_param) or spec.lr
+            lr = (getattr(self.train_cfg, spec.lr_param) or spec.lr) * spec.lr_scale
             self.optimizers[name] = _optimizer(spec, self.nets, lr, self.opt_flags[name])
             if spec.decay_start < 1.0:
                 def factor(step: int, start: float = spec.decay_start) -> float:

@@ -290,8 +290,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         labels = None
         if artifact.num_classes:
             labels = [args.label if args.label is not None else i % artifact.num_classes for i in range(args.count)]
+        mixing = {} if args.mix_seed is None else {"mix_seeds": [args.mix_seed] * args.count,
+                                                   "mix_layers": [args.mix_layer] * args.count}
         grid = image_grid(artifact.generate(list(range(args.seed, args.seed + args.count)), labels,
-                                            **_truncation(artifact, args)), per_row=args.per_row)
+                                            **_truncation(artifact, args), **mixing), per_row=args.per_row)
     atomic_write(args.out, lambda tmp: tmp.write_bytes(png_bytes(grid)))
     print(f"wrote {args.count} samples to {args.out}")
     return 0
@@ -335,7 +337,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
-    """--label, --direction and --truncation against what the model takes (a label outside its classes would index past
+    """--label, --direction, --truncation and --mix-seed/--mix-layer against what the model takes (a label outside its classes would index past
     the embedding, or be dropped without a word by an unconditional model)."""
     translate = artifact.kind == "translate"
     if args.label is not None:
@@ -353,6 +355,19 @@ def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
     if args.truncation != 1 and not getattr(artifact, "truncates", False):
         what = "translates images" if translate else "has no latent to truncate"
         raise ConfigError(f"--truncation: {artifact.variant} ({artifact.family}) {what}; drop --truncation")
+    if (args.mix_seed is None) != (args.mix_layer is None):
+        given, lacking = ("--mix-seed", "--mix-layer") if args.mix_layer is None else ("--mix-layer", "--mix-seed")
+        raise ConfigError(f"{given}: style mixing needs {lacking} too")
+    if args.mix_seed is not None:
+        layers = getattr(artifact, "mix_layers", 0)
+        if not layers:
+            raise ConfigError(f"--mix-seed: {artifact.variant} ({artifact.family}) has no style layers to mix; style "
+                              "mixing needs a style-based generator (stylegan2)")
+        if not 0 <= args.mix_seed <= 2**63 - 1:
+            raise ConfigError(f"--mix-seed: got {args.mix_seed}; expected 0..2^63 - 1")
+        if not 1 <= args.mix_layer < layers:
+            raise ConfigError(f"--mix-layer: got {args.mix_layer}; {artifact.variant} has {layers} style layers, so "
+                              f"1..{layers - 1}")
 
 
 def _truncation(artifact: Any, args: argparse.Namespace) -> dict[str, float]:
@@ -579,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", help="a translation model's direction (a2b or b2a; default: its first)")
     p.add_argument("--truncation", type=float, default=1.0,
                    help="psi in 0..1: scale each latent towards the mean latent (1: none; lower: cleaner, less varied)")
+    p.add_argument("--mix-seed", type=int,
+                   help="style-based generators: the seed whose styles replace each sample's from --mix-layer on")
+    p.add_argument("--mix-layer", type=int, help="the first style layer --mix-seed's styles replace (1..layers - 1)")
     p.add_argument("--per-row", type=int, default=8)
     p.add_argument("--out", default="samples/sample.png")
     p = add("explore", cmd_explore, "the explore stage: interpolation grids, interpretable latent directions "

@@ -2,7 +2,8 @@
 
 - ``generate``: ``seed`` (int >= 0) and, for class-conditional generators, ``label`` (int in
   [0, num_classes)) -> ``png``. The same seed (and label) always gives the same image. Optional
-  ``truncation`` (psi in 0..1) scales the seed's latent towards the mean latent.
+  ``truncation`` (psi in 0..1) scales the seed's latent towards the mean latent (a style-based generator: its w
+  towards the mean w); a style-based generator also mixes styles: ``mix_seed`` with ``mix_layer``.
 - ``translate``: ``image`` (a base64 PNG of the model's input size) and, for two-way models, ``direction``
   (``a2b`` or ``b2a``) -> ``png``. The same image always gives the same translation.
 - ``classify``: ``image`` (a base64 PNG of the model's input size) -> ``label`` (the most probable class),
@@ -52,8 +53,9 @@ def signature(conditional: bool) -> ModelSignature:
     An unconditional generator names ``label`` too, optional: MLflow drops the columns a signature does not
     name, so a label sent to it would be ignored without a word; named, it reaches the model, which refuses it."""
     columns = [ColSpec(AnyType(), "seed", required=False), ColSpec(AnyType(), "label", required=conditional),
-               ColSpec(AnyType(), "truncation", required=False), ColSpec(AnyType(), "direction", required=False), ColSpec(AnyType(), "alpha", required=False),
-               ColSpec(AnyType(), "image", required=False)]
+               ColSpec(AnyType(), "truncation", required=False), ColSpec(AnyType(), "direction", required=False),
+               ColSpec(AnyType(), "alpha", required=False), ColSpec(AnyType(), "mix_seed", required=False),
+               ColSpec(AnyType(), "mix_layer", required=False), ColSpec(AnyType(), "image", required=False)]
     return ModelSignature(inputs=Schema(columns), outputs=Schema([ColSpec("string", "png")]))
 
 
@@ -186,6 +188,42 @@ def validate_truncation(frame: pd.DataFrame) -> list[float] | float:
     return out
 
 
+MIX_COLUMNS = ("mix_seed", "mix_layer")
+
+
+def validate_mixing(frame: pd.DataFrame, artifact: Any) -> tuple[list[int], list[int]] | None:
+    """The optional ``mix_seed`` and ``mix_layer`` of a ``generate`` request: None when no row has either, else
+    a mix seed and a mix layer per row (a row with neither keeps its own styles: its own seed, mixed from the
+    last layer on, which is none). Raise a 400-style MlflowException naming the row otherwise: for a model
+    without style layers, for one column without the other, for a layer out of range, or beside an edit."""
+    cols = {c: frame[c].tolist() if c in frame.columns else [None] * len(frame) for c in MIX_COLUMNS}
+    given = [i for i in range(len(frame)) if any(not _missing(cols[c][i]) for c in MIX_COLUMNS)]
+    if not given:
+        return None
+    layers = getattr(artifact, "mix_layers", 0)
+    if not layers:
+        raise _bad(f"row {given[0]}: 'mix_seed'/'mix_layer' given, but {artifact.variant} ({artifact.family}) has no "
+                   "style layers to mix; style mixing needs a style-based generator (stylegan2): drop them")
+    for column in ("direction", "alpha"):
+        if column in frame.columns and any(not _missing(v) for v in frame[column].tolist()):
+            raise _bad(f"a request either mixes styles (mix_seed, mix_layer) or edits along a direction (direction, "
+                       f"alpha), not both: '{column}' and 'mix_seed' were given; send them separately")
+    seeds, out_layers = [], []
+    for i in range(len(frame)):
+        seed, layer = cols["mix_seed"][i], cols["mix_layer"][i]
+        if _missing(seed) and _missing(layer):
+            seeds.append(0)
+            out_layers.append(layers)
+            continue
+        if _missing(seed) != _missing(layer):
+            have, lack = ("mix_seed", "mix_layer") if _missing(layer) else ("mix_layer", "mix_seed")
+            raise _bad(f"row {i}: '{have}' given without '{lack}'; style mixing needs both (mix_seed >= 0, mix_layer "
+                       f"1..{layers - 1})")
+        seeds.append(_int_column(pd.Series([seed]), "mix_seed", 0, MAX_SEED, row=i)[0])
+        out_layers.append(_int_column(pd.Series([layer]), "mix_layer", 1, layers - 1, row=i)[0])
+    return seeds, out_layers
+
+
 def validate_rows(frame: pd.DataFrame, *, num_classes: int, max_rows: int) -> tuple[list[int], list[int] | None]:
     """Check a ``generate`` request and return (seeds, labels); raise a 400-style MlflowException otherwise."""
     _check_table(frame, required="seed", max_rows=max_rows, example='{"seed": 0}')
@@ -209,7 +247,7 @@ def refuse_latent_columns(frame: Any, artifact: Any) -> None:
     than answered as a plain draw."""
     if not isinstance(frame, pd.DataFrame):
         return
-    for column in ("truncation", "direction", "alpha", "image"):
+    for column in ("truncation", "direction", "alpha", *MIX_COLUMNS, "image"):
         if column in frame.columns:
             given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
             if given:
@@ -231,12 +269,13 @@ def validate_invert_rows(frame: pd.DataFrame, artifact: Any, *, max_rows: int) -
     if artifact.encoder is None:
         raise _bad("this model version was registered without the explore stage's encoder, so it cannot invert "
                    "images: register a generator after `gans explore` (dvc repro runs it) to get one")
-    for column in ("seed", "truncation", "direction", "alpha"):
+    for column in ("seed", "truncation", "direction", "alpha", *MIX_COLUMNS):
         if column in frame.columns:
             given = [i for i, v in enumerate(frame[column].tolist()) if not _missing(v)]
             if given:
                 raise _bad(f"row {given[0]}: '{column}' given in a request that inverts images ('image'); a request "
-                           "either draws (seed, truncation, direction, alpha) or inverts (image): send them separately")
+                           "either draws (seed, truncation, direction, alpha, mix_seed, mix_layer) or inverts (image): "
+                           "send them separately")
     r, channels = artifact.spec["resolution"], artifact.spec["channels"]
     images = []
     for i, value in enumerate(frame["image"].tolist()):
@@ -262,10 +301,11 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))  # pandas turns a missing or null cell into NaN
 
 
-def _int_column(column: pd.Series, name: str, low: int, high: int) -> list[int]:
-    """Integers (or floats that hold one exactly, like 2.0) in low..high; bools, strings, 2.5 are refused."""
+def _int_column(column: pd.Series, name: str, low: int, high: int, row: int = 0) -> list[int]:
+    """Integers (or floats that hold one exactly, like 2.0) in low..high; bools, strings, 2.5 are refused.
+    Errors count rows from ``row``."""
     values = column.tolist()
-    for i, v in enumerate(values):  # what is wrong with a row itself first
+    for i, v in enumerate(values, start=row):  # what is wrong with a row itself first
         if _missing(v):
             raise _bad(f"row {i}: '{name}' is missing or null; every row needs an integer '{name}'")
         integral = isinstance(v, numbers.Integral) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
@@ -273,7 +313,7 @@ def _int_column(column: pd.Series, name: str, low: int, high: int) -> list[int]:
             raise _bad(f"row {i}: '{name}' must be an integer, got {type(v).__name__} {v!r}")
         if not (isinstance(v, float) and abs(v) >= EXACT_FLOAT) and not low <= int(v) <= high:
             raise _bad(f"row {i}: '{name}' must be in {low}..{high}, got {int(v)}")
-    for i, v in enumerate(values):  # pandas holds a column that mixes integers and floats as floats
+    for i, v in enumerate(values, start=row):  # pandas holds a column that mixes integers and floats as floats
         if isinstance(v, float) and abs(v) >= EXACT_FLOAT:
             raise _bad(f"row {i}: '{name}' arrived as the float {v!r}, too large to be exact (a column that mixes "
                        f"integers and floats is read as floats); send every '{name}' as a JSON integer")
@@ -409,6 +449,9 @@ class ArtifactModel(mlflow.pyfunc.PythonModel):
         if not getattr(artifact, "truncates", False):
             return _encode(artifact.generate(seeds, labels))
         psi = validate_truncation(model_input)
+        mixing = validate_mixing(model_input, artifact)
+        if mixing is not None:
+            return _encode(artifact.generate(seeds, labels, truncation=psi, mix_seeds=mixing[0], mix_layers=mixing[1]))
         edits = validate_edits(model_input, directions=artifact.edit_directions) \
             if hasattr(artifact, "edit") else None
         if edits is not None:

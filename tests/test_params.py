@@ -479,12 +479,17 @@ def test_sample_labels_and_directions_are_checked_against_the_model() -> None:
     from pipeline.cli import _check_sample_args
 
     generator = SimpleNamespace(kind="generate", num_classes=10, variant="cgan", truncates=True)
-    unconditional = SimpleNamespace(kind="generate", num_classes=0, variant="dcgan", truncates=True)
+    unconditional = SimpleNamespace(kind="generate", num_classes=0, variant="dcgan", family="noise-to-image",
+                                    truncates=True)
     pixels = SimpleNamespace(kind="generate", num_classes=0, variant="pixelcnn", family="pixelcnn")
     translator = SimpleNamespace(kind="translate", variant="cyclegan", family="translation", directions=("a2b", "b2a"))
 
     def args(**kw):
-        return SimpleNamespace(**{"label": None, "direction": None, "truncation": 1.0, **kw})
+        return SimpleNamespace(**{"label": None, "direction": None, "truncation": 1.0, "mix_seed": None,
+                                  "mix_layer": None, **kw})
+
+    style = SimpleNamespace(kind="generate", num_classes=0, variant="stylegan2", family="style-based", truncates=True,
+                            mix_layers=6)
 
     for label in (0, 9):
         _check_sample_args(generator, args(label=label))
@@ -492,6 +497,7 @@ def test_sample_labels_and_directions_are_checked_against_the_model() -> None:
     _check_sample_args(translator, args(direction="b2a"))
     _check_sample_args(unconditional, args(truncation=0.0))
     _check_sample_args(pixels, args(truncation=1.0))
+    _check_sample_args(style, args(mix_seed=3, mix_layer=5))
     for artifact, kw, message in [
         (pixels, {"truncation": 0.5}, "--truncation: pixelcnn (pixelcnn) has no latent to truncate; drop --truncation"),
         (translator, {"truncation": 0.5}, "--truncation: cyclegan (translation) translates images"),
@@ -500,6 +506,11 @@ def test_sample_labels_and_directions_are_checked_against_the_model() -> None:
         (unconditional, {"label": 0}, "--label: dcgan is unconditional (it was trained without labels); drop --label"),
         (translator, {"label": 1}, "--label: a translation model takes no label"),
         (generator, {"direction": "a2b"}, "--direction: cgan generates from seeds; only translation models take a"),
+        (unconditional, {"mix_seed": 3, "mix_layer": 1}, "--mix-seed: dcgan (noise-to-image) has no style layers to mix"),
+        (style, {"mix_seed": 3}, "--mix-seed: style mixing needs --mix-layer too"),
+        (style, {"mix_layer": 3}, "--mix-layer: style mixing needs --mix-seed too"),
+        (style, {"mix_seed": 3, "mix_layer": 0}, "--mix-layer: got 0; stylegan2 has 6 style layers, so 1..5"),
+        (style, {"mix_seed": -1, "mix_layer": 2}, "--mix-seed: got -1; expected 0..2^63 - 1"),
     ]:
         with pytest.raises(ConfigError) as err:
             _check_sample_args(artifact, args(**kw))

@@ -18,7 +18,7 @@ from gans.data import load_dataset
 from gans.families import build_trainer
 from gans.io import save_torch
 from pipeline.serving import (ArtifactModel, refuse_latent_columns, signature_of, unknown_column, validate_edits,
-                              validate_rows, validate_translate_rows, validate_truncation)
+                              validate_mixing, validate_rows, validate_translate_rows, validate_truncation)
 
 
 def _png(image: torch.Tensor) -> str:
@@ -91,7 +91,8 @@ def test_a_label_for_an_unconditional_generator_is_refused_not_dropped() -> None
     # seed is optional only because a row may invert an image instead; validate_rows requires it
     assert [(c.name, c.required) for c in sig.inputs.inputs] == [("seed", False), ("label", False),
                                                                   ("truncation", False), ("direction", False),
-                                                                  ("alpha", False), ("image", False)]
+                                                                  ("alpha", False), ("mix_seed", False),
+                                                                  ("mix_layer", False), ("image", False)]
     assert validate_rows(pd.DataFrame([{"seed": 1}]), num_classes=0, max_rows=4) == ([1], None)
     # a row without a label beside one with: pandas fills the gap with NaN, which is "no label"
     frame = pd.DataFrame([{"seed": 1}, {"seed": 2, "label": 3}])
@@ -149,3 +150,31 @@ def test_truncation_is_optional_per_row_and_checked() -> None:
     pixel_model = SimpleNamespace(variant="pixelcnn", family="pixelcnn")
     with pytest.raises(MlflowException, match="row 0: 'truncation' given, but pixelcnn .* has no latent to truncate"):
         refuse_latent_columns(pd.DataFrame([{"seed": 1, "truncation": 0.5}]), pixel_model)
+    with pytest.raises(MlflowException, match="row 0: 'mix_seed' given, but pixelcnn"):
+        refuse_latent_columns(pd.DataFrame([{"seed": 1, "mix_seed": 2, "mix_layer": 1}]), pixel_model)
+
+
+def test_style_mixing_columns_are_optional_per_row_and_checked() -> None:
+    """No mixing column: None. Otherwise a mix seed and layer per row (a row without: its own styles, the layer
+    count meaning no mixing); one without the other, a layer out of 1..layers - 1, a non-integer, mixing beside an
+    edit, or mixing asked of a model without style layers get a 400 naming the row."""
+    style = SimpleNamespace(variant="stylegan2", family="style-based", mix_layers=6)
+    assert validate_mixing(pd.DataFrame([{"seed": 1}]), style) is None
+    assert validate_mixing(pd.DataFrame([{"seed": 1, "mix_seed": None}]), style) is None
+    assert validate_mixing(pd.DataFrame([{"seed": 1}, {"seed": 2, "mix_seed": 7, "mix_layer": 3}]), style) == \
+        ([0, 7], [6, 3])
+    bad = [([{"seed": 1, "mix_seed": 2}], "row 0: 'mix_seed' given without 'mix_layer'"),
+           ([{"seed": 1}, {"seed": 1, "mix_layer": 2}], "row 1: 'mix_layer' given without 'mix_seed'"),
+           ([{"seed": 1, "mix_seed": 2, "mix_layer": 6}], "row 0: 'mix_layer' must be in 1..5, got 6"),
+           ([{"seed": 1, "mix_seed": 2, "mix_layer": 0}], "row 0: 'mix_layer' must be in 1..5, got 0"),
+           ([{"seed": 1}, {"seed": 1, "mix_seed": -3, "mix_layer": 1}], "row 1: 'mix_seed' must be in 0.."),
+           ([{"seed": 1, "mix_seed": 2.5, "mix_layer": 1}], "row 0: 'mix_seed' must be an integer"),
+           ([{"seed": 1, "mix_seed": 2, "mix_layer": 1, "direction": 0, "alpha": 1}], "either mixes styles"),
+           ]
+    for rows, fragment in bad:
+        with pytest.raises(MlflowException) as err:
+            validate_mixing(pd.DataFrame(rows), style)
+        assert err.value.get_http_status_code() == 400 and fragment in err.value.message, (rows, err.value.message)
+    dcgan = SimpleNamespace(variant="dcgan", family="noise-to-image")
+    with pytest.raises(MlflowException, match="row 0: 'mix_seed'/'mix_layer' given, but dcgan .* no style layers"):
+        validate_mixing(pd.DataFrame([{"seed": 1, "mix_seed": 2, "mix_layer": 1}]), dcgan)

@@ -23,12 +23,13 @@ from gans.families.noise import NOISE
 from gans.families.multidomain import MULTIDOMAIN
 from gans.families.pixelcnn import PIXELCNN
 from gans.families.semisup import SEMISUP
+from gans.families.style import STYLE
 from gans.families.superres import SUPERRES
 from gans.families.translation import TRANSLATION
 from gans.io import load_torch
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN, SEMISUP,
-                                                              COUPLED)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (NOISE, STYLE, TRANSLATION, SUPERRES, MULTIDOMAIN, PIXELCNN,
+                                                              SEMISUP, COUPLED)}
 PRESETS: dict[str, Family] = {preset: f for f in FAMILIES.values() for preset in f.presets}
 
 

@@ -1,0 +1,146 @@
+"""The style-based family: StyleGAN2 (Karras et al. 2020). A noise-to-image generator whose training the family
+seam carries beyond two phases (lazy R1 and path-length regularisation at their own intervals, state that
+changes over the run: the path-length mean and the tracked mean w). Its artifact kind is ``generate``, as the
+noise-to-image family's, with two latent controls of its own: truncation towards the tracked mean w (not the
+zero latent), and style mixing (the styles of a second seed from a chosen layer on)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from gans.config import ModelConfig
+from gans.data import Dataset, to_uint8
+from gans.family import EvalContext, Graph, Metric
+from gans.families.noise import GeneratorArtifact
+from gans.families.noise import evaluate as _evaluate
+from gans.families.style.nets import StyleGenerator, StyleSpec
+from gans.families.style.recipe import FAMILY, PRESETS, Style, StyleRecipe, resolve_style
+from gans.sampling import LATENT_RECIPE, Truncation, latents_for_seeds
+
+__all__ = ["STYLE", "StyleArtifact", "StyleFamily"]
+
+TRUNCATION_RECIPE = ("optional 'truncation' psi in 0..1 (default 1): the seed's w is moved towards the mean w "
+                     "tracked during training (of the row's class, for a class-conditional model), w_avg + psi (w - w_avg) "
+                     "at every layer (psi 1: the seed's own "
+                     "image, psi 0: the same mean image for every seed)")
+MIXING_RECIPE = ("optional 'mix_seed' (int >= 0) with 'mix_layer' (1..{last}): the layers from mix_layer on take "
+                 "the styles (w) of mix_seed's latent instead of the seed's (style mixing: low layers carry the "
+                 "coarse shape, high ones the stroke and texture); {n} layers in all")
+
+
+class StyleArtifact(GeneratorArtifact):
+    """A trained StyleGAN2 generator: ``generate(seeds, labels, truncation=, mix_seeds=, mix_layers=)``."""
+
+    family = FAMILY
+
+    def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
+        self.net_spec = StyleSpec(**payload["spec"])
+        generator = StyleGenerator(self.net_spec)
+        generator.load_state_dict(payload["state_dict"])
+        self.generator: nn.Module = generator.to(device).eval()
+        self.payload, self.device = payload, torch.device(device)
+        self.variant = payload["variant"]["name"]
+        self.spec = payload["spec"]
+        self.z_dim, self.num_classes = self.net_spec.z_dim, self.net_spec.num_classes
+        self.classes = tuple(payload.get("classes", ()))
+        self.mix_layers = self.net_spec.num_ws  # mix_layer takes 1..mix_layers - 1
+
+    @torch.no_grad()
+    def draw(self, z: torch.Tensor, labels: Sequence[int] | None, *, truncation: Truncation = 1.0,
+             mix_z: torch.Tensor | None = None, mix_layers: Sequence[int] | None = None,
+             batch_size: int = 256) -> torch.Tensor:
+        """uint8 images of latents ``z`` (N, z_dim), their w truncated towards the mean w and (with ``mix_z``)
+        mixed from ``mix_layers`` on (one per row)."""
+        g = self.generator.eval()
+        out = []
+        for start in range(0, len(z), batch_size):
+            rows = slice(start, start + batch_size)
+            y = None if labels is None else torch.as_tensor(list(labels[rows]), dtype=torch.int64, device=self.device)
+            psi = float(truncation) if isinstance(truncation, (int, float)) else \
+                torch.tensor([float(p) for p in truncation[rows]])
+            mix = {} if mix_z is None else {"mix_z": mix_z[rows].to(self.device),
+                                            "mix_layer": torch.as_tensor(list(mix_layers[rows]), dtype=torch.int64)}
+            out.append(to_uint8(g.synthesis(g.ws(z[rows].to(self.device), y, psi=psi, **mix))).cpu())
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
+
+    def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256,
+                 truncation: Truncation = 1.0, mix_seeds: Sequence[int] | None = None,
+                 mix_layers: Sequence[int] | None = None) -> torch.Tensor:
+        if not isinstance(truncation, (int, float)) and len(truncation) != len(seeds):
+            raise ValueError(f"{len(truncation)} truncation values for {len(seeds)} seeds")
+        if mix_seeds is not None:
+            self.check_mixing(len(seeds), mix_seeds, mix_layers)
+        mix_z = None if mix_seeds is None else latents_for_seeds(mix_seeds, self.z_dim)
+        return self.draw(latents_for_seeds(seeds, self.z_dim), labels, truncation=truncation, mix_z=mix_z,
+                         mix_layers=mix_layers, batch_size=batch_size)
+
+    def check_mixing(self, n: int, mix_seeds: Sequence[int], mix_layers: Sequence[int] | None) -> None:
+        if mix_layers is None or len(mix_seeds) != n or len(mix_layers) != n:
+            raise ValueError(f"style mixing needs a mix seed and a mix layer for each of the {n} seeds")
+        bad = [m for m in mix_layers if not 1 <= int(m) <= self.mix_layers]
+        if bad:
+            raise ValueError(f"mix layer {bad[0]}: expected 1..{self.mix_layers - 1} ({self.variant} has "
+                             f"{self.mix_layers} style layers; {self.mix_layers}: no mixing)")
+
+    def edit(self, seeds: Sequence[int], labels: Sequence[int] | None, directions: Sequence[int],
+             alphas: Sequence[float], truncation: Truncation = 1.0) -> torch.Tensor:
+        """Images of ``seeds`` with each latent z moved by alpha x its SeFa direction (of the mapping network's
+        first layer), then truncated in w."""
+        z = latents_for_seeds(seeds, self.z_dim)
+        z = z + torch.tensor(alphas, dtype=torch.float32)[:, None] * self.directions[list(directions)]
+        return self.draw(z, labels, truncation=truncation)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        out["truncation"] = TRUNCATION_RECIPE
+        out["mixing"] = MIXING_RECIPE.format(last=self.mix_layers - 1, n=self.mix_layers)
+        out["mix_layers"] = self.mix_layers
+        return out
+
+    def graphs(self) -> list[Graph]:
+        graphs = super().graphs()
+        graphs[0].metadata["z"] = (f"float32 (N, {self.z_dim}): the latent; {LATENT_RECIPE}; the graph draws "
+                                   "untruncated, unmixed images (truncation towards the mean w and style mixing "
+                                   "are in gans sample and the served model)")
+        return graphs
+
+
+class StyleFamily:
+    """The :class:`gans.family.Family` of style-based generators."""
+
+    name, artifact = FAMILY, "generate"
+    layouts = ("images",)
+    primary_metric, higher_is_better = "fid", False
+    headline = (Metric("fid", "FID"), Metric("is", "IS"), Metric("kid", "KID", ".5f"), Metric("precision", "precision"),
+                Metric("recall", "recall"), Metric("conditional_accuracy", "conditional accuracy"))
+    unused_model_keys: tuple[str, ...] = ()
+    presets = PRESETS
+
+    def resolve(self, model: ModelConfig) -> Style:
+        return resolve_style(model)
+
+    def layouts_of(self, composition: Style) -> tuple[str, ...]:
+        return self.layouts
+
+    def components(self, composition: Style) -> dict[str, str]:
+        return composition.components()
+
+    def recipe(self, composition: Style, *, model: ModelConfig, data: Dataset, preview: Dataset | None = None,
+               features: Any = None) -> StyleRecipe:
+        return StyleRecipe(composition, model=model, data=data)
+
+    def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> StyleArtifact:
+        return StyleArtifact(payload, device)
+
+    def score(self, artifact: StyleArtifact, ctx: EvalContext) -> dict[str, float]:
+        return _evaluate.score(artifact, ctx)
+
+    def evaluate(self, artifact: StyleArtifact, ctx: EvalContext) -> tuple[dict[str, Any], torch.Tensor]:
+        return _evaluate.evaluate(artifact, ctx)
+
+
+STYLE = StyleFamily()

@@ -1,0 +1,243 @@
+"""The style-based family's presets and training recipe: StyleGAN2 (Karras et al. 2020).
+
+Four phases per step: the discriminator's logistic loss; lazy R1 on real images every ``r1_every`` steps
+(its weight multiplied by the interval); the generator's non-saturating loss; lazy path-length
+regularisation every ``pl_every`` steps (on half a batch). A regularised optimiser has its Adam rate and
+betas rescaled by c = every / (every + 1), as the paper does, so the lazy updates cost what a regularised
+update every step would. Generated images in every phase mix the styles of two latents at a random layer
+with probability ``style_mixing``. The recipe tracks the mean w (the generator's buffer, so the EMA copy and
+the artifact carry it) and the path-length mean (its own state, kept in checkpoints).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gans.config import ConfigError, ModelConfig, override_fields, require, to_dict
+from gans.data import Dataset
+from gans.family import Augment, Batch, Composition, OptimizerSpec, Phase, weights
+from gans.families.style.nets import StyleDiscriminator, StyleGenerator, StyleSpec, check_spec
+from gans.losses import is_compiled
+from gans.sampling import grid_seeds_labels, image_grid
+
+FAMILY = "style-based"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Style(Composition):
+    """A resolved StyleGAN2 composition."""
+
+    mapping_layers: int = 8
+    style_mixing: float = 0.9  # probability that a generated image mixes two latents' styles
+    r1_gamma: float = 10.0  # 0: no R1
+    r1_every: int = 16
+    pl_weight: float = 2.0  # 0: no path-length regularisation
+    pl_every: int = 4
+    pl_decay: float = 0.01
+    pl_batch_shrink: int = 2
+    conditional: bool = False  # label embedding in the mapping network, projection in D
+    mbstd_group: int = 4
+
+    def components(self) -> dict[str, str]:
+        r1 = f"lazy R1 (gamma {self.r1_gamma:g}, every {self.r1_every})" if self.r1_gamma else "no R1"
+        pl = (f"lazy path length (weight {self.pl_weight:g}, every {self.pl_every})" if self.pl_weight
+              else "no path length")
+        return {"generator": f"stylegan2 skip ({self.mapping_layers}-layer mapping)",
+                "discriminator": "stylegan2 resnet (minibatch std" + (", projection)" if self.conditional else ")"),
+                "loss": "non-saturating logistic", "regularizers": f"{r1}, {pl}, style mixing {self.style_mixing:g}",
+                "conditioning": "projection" if self.conditional else "none",
+                "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
+
+
+PRESETS: dict[str, Style] = {p.name: p for p in [
+    Style(name="stylegan2", lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99,
+          paper="Karras et al. 2020, Analyzing and Improving the Image Quality of StyleGAN (config F: 8-layer mapping, "
+                "style mixing 0.9, lazy R1 gamma 10 every 16, path length 2 every 4, Adam 2e-3 (0, 0.99))"),
+    Style(name="stylegan2-cifar", mapping_layers=2, style_mixing=0.0, r1_gamma=0.01, pl_weight=0.0, conditional=True,
+          lr_g=2.5e-3, lr_d=2.5e-3, beta1=0.0, beta2=0.99,
+          paper="Karras et al. 2020b, Training GANs with Limited Data (the cifar setup: class-conditional, 2-layer "
+                "mapping, gamma 0.01, no path length or mixing, Adam 2.5e-3 (0, 0.99); train.batch_size 64)"),
+]}
+
+
+def resolve_style(cfg: ModelConfig) -> Style:
+    """The preset ``cfg.variant`` with ``cfg.overrides`` applied and checked."""
+    require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
+    where = "model.overrides"
+    s = override_fields(PRESETS[cfg.variant], cfg.overrides, where)
+    s.check_optimizer(where)
+    require(s.mapping_layers >= 1, f"{where}.mapping_layers", f"got {s.mapping_layers}; expected >= 1")
+    require(0 <= s.style_mixing <= 1, f"{where}.style_mixing", f"got {s.style_mixing}; expected a probability in 0..1")
+    for key in ("r1_gamma", "pl_weight"):
+        require(getattr(s, key) >= 0, f"{where}.{key}", f"got {getattr(s, key)}; expected >= 0 (0 turns it off)")
+    for key in ("r1_every", "pl_every", "pl_batch_shrink", "mbstd_group"):
+        require(getattr(s, key) >= 1, f"{where}.{key}", f"got {getattr(s, key)}; expected >= 1")
+    require(0 < s.pl_decay <= 1, f"{where}.pl_decay", f"got {s.pl_decay}; expected in (0, 1]")
+    return s
+
+
+def style_spec(comp: Style, model: ModelConfig, *, channels: int, resolution: int, num_classes: int) -> StyleSpec:
+    """The networks of ``comp`` for this data; ``model.width`` sets the channels (4 x width up to 16x16,
+    halving with each doubling of the resolution above)."""
+    return StyleSpec(channels=channels, resolution=resolution, z_dim=model.z_dim, w_dim=model.z_dim,
+                     num_classes=num_classes, mapping_layers=comp.mapping_layers, channel_base=64 * model.width,
+                     channel_max=4 * model.width, mbstd_group=comp.mbstd_group,
+                     conditioning="projection" if num_classes else "none")
+
+
+@contextlib.contextmanager
+def _exact(device: torch.device, net: nn.Module):
+    """float32 and eager for a regulariser that differentiates a gradient: bf16/fp16 would round it away, and
+    compiled graphs have no double backward."""
+    eager = torch.compiler.set_stance("force_eager") if is_compiled(net) else contextlib.nullcontext()
+    with torch.autocast(device.type, enabled=False), eager:
+        yield
+
+
+class StyleRecipe:
+    """A :class:`gans.family.Recipe` for StyleGAN2 on one image set (stream ``real``)."""
+
+    primary_metric, higher_is_better = "fid", False
+
+    def __init__(self, comp: Style, *, model: ModelConfig, data: Dataset) -> None:
+        if data.layout != "images":
+            raise ConfigError(f"model.variant: {comp.name} ({FAMILY}) trains on one image set; the prepared data has "
+                              f"the {data.layout} layout")
+        images = data.images
+        classes = len(images.classes) if images.labels is not None else 0
+        if comp.conditional and classes < 2:
+            raise ConfigError(f"model.variant: {comp.name} is class-conditional and needs labelled data with at least "
+                              f"2 classes; data.source has {classes} (or set model.overrides.conditional: false)")
+        self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
+        self.spec = style_spec(comp, model, channels=int(images.images.shape[1]),
+                               resolution=int(images.images.shape[-1]), num_classes=classes if comp.conditional else 0)
+        why = check_spec(self.spec)
+        if why:
+            raise ConfigError(f"data.resolution: {why}")
+        self.streams = {"real": {"images": images.images} |
+                        ({"labels": images.labels} if comp.conditional else {})}
+        phases = [Phase("D", "D", repeats=comp.n_critic)]
+        if comp.r1_gamma:
+            phases.append(Phase("D_reg", "D", every=comp.r1_every))
+        phases.append(Phase("G", "G", new_batch=False, frozen=("D",)))
+        if comp.pl_weight:
+            phases.append(Phase("G_reg", "G", every=comp.pl_every, new_batch=False, frozen=("D",)))
+        self.phases = tuple(phases)
+        self.optimizers = {
+            "G": self._lazy(OptimizerSpec(("G",), comp.lr_g, "adam", (comp.beta1, comp.beta2), "lr_g"),
+                            comp.pl_every if comp.pl_weight else 0),
+            "D": self._lazy(OptimizerSpec(("D",), comp.lr_d, "adam", (comp.beta1, comp.beta2), "lr_d"),
+                            comp.r1_every if comp.r1_gamma else 0)}
+        self.ema = {"G_ema": "G"}
+        self.pl_mean = torch.zeros([])
+
+    @staticmethod
+    def _lazy(spec: OptimizerSpec, every: int) -> OptimizerSpec:
+        """Adam rescaled for a regulariser run every ``every`` steps: rate x c, betas ** c, c = every / (every + 1)."""
+        if not every:
+            return spec
+        c = every / (every + 1)
+        return OptimizerSpec(spec.networks, spec.lr, spec.kind, (spec.betas[0] ** c, spec.betas[1] ** c),
+                             spec.lr_param, lr_scale=c)
+
+    def describe(self) -> dict[str, Any]:
+        return {"variant": {k: v for k, v in asdict(self.comp).items() if k != "paper"}, "spec": asdict(self.spec)}
+
+    def build(self) -> dict[str, nn.Module]:
+        return {"G": StyleGenerator(self.spec), "D": StyleDiscriminator(self.spec)}
+
+    def bind(self, networks: dict[str, nn.Module], *, augment: Augment | None, device: torch.device) -> None:
+        self.G, self.D, self.device = networks["G"], networks["D"], device
+        self.augment = augment or (lambda x: x)
+        self.pl_mean = self.pl_mean.to(device)
+
+    def _labels(self, batch: Batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The reals' labels and labels for the fakes (the same: the fakes follow the batch's class mix)."""
+        y = batch["real"].get("labels") if self.comp.conditional else None
+        return y, y
+
+    def _ws(self, n: int, y: torch.Tensor | None) -> torch.Tensor:
+        """w for ``n`` fresh latents; with probability ``style_mixing`` a row takes a second latent's w from a
+        random layer on."""
+        z = torch.randn(n, self.spec.z_dim, device=self.device)
+        if not self.comp.style_mixing:
+            return self.G.ws(z, y)
+        num_ws = self.spec.num_ws
+        cut = torch.randint(1, num_ws, (n,), device=self.device)
+        cut = torch.where(torch.rand(n, device=self.device) < self.comp.style_mixing, cut, num_ws)
+        return self.G.ws(z, y, mix_z=torch.randn_like(z), mix_layer=cut)
+
+    def _d(self, images: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.D(self.augment(images), y).float().flatten()
+
+    def loss(self, phase: str, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real = batch["real"]["images"]
+        y, y_fake = self._labels(batch)
+        n = len(real)
+        if phase == "D":
+            with torch.no_grad():
+                fake = self.G.synthesis(self._ws(n, y_fake))
+            real_logits, fake_logits = self._d(real, y), self._d(fake, y_fake)
+            loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+            return loss, {"loss_d": loss.detach(), "d_real": real_logits.detach().mean(),
+                          "d_fake": fake_logits.detach().mean(), "d_real_sign": real_logits.detach().sign().mean()}
+        if phase == "D_reg":
+            with _exact(self.device, self.D):
+                x = real.detach().float().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self._d(x, y).sum(), x, create_graph=True)
+                penalty = grad.square().sum(dim=(1, 2, 3))
+                loss = penalty.mean() * (self.comp.r1_gamma / 2) * self.comp.r1_every
+            return loss, {"r1_penalty": penalty.detach().mean()}
+        if phase == "G":
+            ws = self._ws(n, y_fake)
+            self.G.mapping.track(ws[:, 0], y_fake)
+            loss = F.softplus(-self._d(self.G.synthesis(ws), y_fake)).mean()
+            return loss, {"loss_g": loss.detach()}
+        if phase == "G_reg":
+            m = max(1, n // self.comp.pl_batch_shrink)
+            with _exact(self.device, self.G):
+                ws = self._ws(m, None if y_fake is None else y_fake[:m])
+                img = self.G.synthesis(ws)
+                noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+                (grad,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+                lengths = grad.square().sum(2).mean(1).sqrt()
+                with torch.no_grad():
+                    self.pl_mean.lerp_(lengths.mean(), self.comp.pl_decay)
+                loss = (lengths - self.pl_mean).square().mean() * self.comp.pl_weight * self.comp.pl_every
+            return loss, {"pl_length": lengths.detach().mean(), "pl_mean": self.pl_mean.clone()}
+        raise ValueError(f"unknown phase {phase!r}")
+
+    def after_update(self, phase: str) -> None:
+        pass
+
+    def compile(self) -> None:
+        """The mapping and synthesis networks and D (the regularisers run them eagerly)."""
+        self.G.mapping.compile()
+        self.G.synthesis.compile()
+        self.D.compile()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pl_mean": self.pl_mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "pl_mean" in state:
+            self.pl_mean = state["pl_mean"].to(self.pl_mean.device).clone()
+
+    def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
+        """``models/generator.pt``: the EMA generator (its w_avg included) and all that rebuilds it."""
+        return {"family": FAMILY, "artifact": "generate", "state_dict": weights(ema["G_ema"]), "spec": asdict(self.spec),
+                "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
+                "step": step}
+
+    def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
+        from gans.sampling import generate
+
+        seeds, labels = grid_seeds_labels(self.spec.num_classes)
+        return image_grid(generate(ema["G_ema"], seeds, labels, z_dim=self.spec.z_dim, device=device))

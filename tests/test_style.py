@@ -1,0 +1,136 @@
+"""The style-based family (StyleGAN2): the modulated convolution against its per-sample definition, the lazy
+regularisation schedule (R1 and path length counted at their intervals, the Adam settings rescaled), exact
+resume with the state that changes over the run (path-length mean, tracked mean w), and the artifact's latent
+controls (truncation towards the mean w: psi 0 draws one image for every seed; style mixing)."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gans.config import ADAConfig, AugmentConfig, ConfigError, DataConfig, ModelConfig, TrainConfig
+from gans.data import load_source
+from gans.families import build_trainer, load_artifact, resolve
+from gans.families.style.nets import ModulatedConv, StyleGenerator, StyleSpec
+from gans.io import save_torch
+
+DATA = load_source(DataConfig(source="digits", resolution=16, max_images=120))
+NO_ADA = AugmentConfig(ada=ADAConfig(enabled=False))
+FEW = TrainConfig(batch_size=8, steps=8, checkpoint_every=4, log_every=1, sample_every=100, eval_every=0)
+MODEL = ModelConfig(variant="stylegan2", width=8, z_dim=8)
+
+
+def _trainer(tmp: Path, *, model: ModelConfig = MODEL, train: TrainConfig = FEW, **overrides):
+    model = dataclasses.replace(model, overrides=overrides) if overrides else model
+    return build_trainer(model=model, train=train, augment=NO_ADA, data=DATA, checkpoint_dir=tmp / "ckpt")
+
+
+def test_modulated_convolution_equals_a_per_sample_convolution_of_modulated_weights() -> None:
+    torch.manual_seed(0)
+    conv = ModulatedConv(3, 5, 3, 4)
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(2, 4)
+    out = conv(x, w)
+    styles = conv.affine(w)
+    for i in range(2):  # the paper's definition: w'_ijk = s_i w_ijk, w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)
+        weight = conv.weight * conv.scale * styles[i][None, :, None, None]
+        weight = weight / (weight.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()
+        assert torch.allclose(out[i], F.conv2d(x[i:i + 1], weight, padding=1)[0], atol=1e-5)
+
+
+def test_generator_reads_one_w_per_layer_and_mixing_swaps_the_later_ones() -> None:
+    spec = StyleSpec(channels=1, resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=16)
+    g = StyleGenerator(spec).eval()
+    assert spec.num_ws == 6 and g(torch.randn(3, 8)).shape == (3, 1, 16, 16)
+    z, z2 = torch.randn(2, 8), torch.randn(2, 8)
+    ws = g.ws(z, mix_z=z2, mix_layer=torch.tensor([2, 6]))
+    w, w2 = g.mapping(z), g.mapping(z2)
+    assert torch.equal(ws[0, :2], w[0].expand(2, -1)) and torch.equal(ws[0, 2:], w2[0].expand(4, -1))
+    assert torch.equal(ws[1], w[1].expand(6, -1))  # layer num_ws: no mixing
+    g.mapping.w_avg.fill_(0.5)
+    assert torch.allclose(g.ws(z, psi=0.0), torch.full((2, 6, 8), 0.5))
+    g.mapping.track(torch.ones(4, 8))
+    assert torch.allclose(g.mapping.w_avg, torch.full((1, 8), 0.5 + 0.5 * 0.005))
+
+
+def test_lazy_regularisation_runs_at_its_intervals_with_rescaled_adam(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, train=dataclasses.replace(FEW, steps=13), r1_every=4, pl_every=3, lr_d=0.01)
+    counts: collections.Counter[str] = collections.Counter()
+    loss = t.recipe.loss
+
+    def counted(phase, batch):
+        counts[phase] += 1
+        return loss(phase, batch)
+
+    t.recipe.loss = counted
+    result = t.fit()
+    assert dict(counts) == {"D": 13, "D_reg": 4, "G": 13, "G_reg": 5}  # R1 at steps 0, 4, 8, 12; PL at 0, 3, 6, 9, 12
+    d, g = t.optimizers["D"].param_groups[0], t.optimizers["G"].param_groups[0]
+    assert d["lr"] == pytest.approx(0.01 * 4 / 5) and d["betas"] == pytest.approx((0.0, 0.99 ** (4 / 5)))
+    assert g["lr"] == pytest.approx(2e-3 * 3 / 4) and g["betas"] == pytest.approx((0.0, 0.99 ** (3 / 4)))
+    rows = {k: [r[k] for r in result.history if k in r] for k in ("r1_penalty", "pl_length")}
+    assert len(rows["r1_penalty"]) == 4 and len(rows["pl_length"]) == 5  # logged where they ran (log_every 1)
+    assert all(v > 0 for v in rows["r1_penalty"] + rows["pl_length"])
+    # train.lr_d overrides the preset's rate, and the lazy rescaling still applies to it
+    t2 = _trainer(tmp_path / "o", train=dataclasses.replace(FEW, steps=1, lr_d=0.004))
+    t2.fit()
+    assert t2.optimizers["D"].param_groups[0]["lr"] == pytest.approx(0.004 * 16 / 17)
+
+
+def test_a_resumed_run_continues_exactly_with_its_path_length_mean_and_mean_w(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "a")
+    straight.fit()
+    half = _trainer(tmp_path / "b", train=dataclasses.replace(FEW, steps=4))
+    half.fit()
+    resumed = _trainer(tmp_path / "b")
+    result = resumed.fit()
+    assert result.resumed_from == 4
+    assert float(straight.recipe.pl_mean) > 0 and torch.equal(straight.recipe.pl_mean, resumed.recipe.pl_mean)
+    for a, b in zip(straight.ema["G_ema"].state_dict().items(), resumed.ema["G_ema"].state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]), a[0]
+    assert straight.nets["G"].mapping.w_avg.abs().sum() > 0  # tracked during training, and carried by the EMA copy
+    assert torch.equal(straight.nets["G"].mapping.w_avg, straight.ema["G_ema"].mapping.w_avg)
+
+
+def test_artifact_truncates_towards_the_mean_w_and_mixes_styles_deterministically(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, model=dataclasses.replace(MODEL, variant="stylegan2-cifar"),
+                 train=dataclasses.replace(FEW, steps=3))
+    t.fit()
+    save_torch(t.export(), tmp_path / "generator.pt")
+    art = load_artifact(tmp_path / "generator.pt")
+    assert (art.kind, art.family, art.num_classes, art.mix_layers) == ("generate", "style-based", 10, 6)
+    assert "mean w" in art.describe()["truncation"] and "1..5" in art.describe()["mixing"]
+    seeds, labels = [3, 4, 5], [1, 1, 2]
+    images = art.generate(seeds, labels)
+    assert images.shape == (3, 1, 16, 16) and images.dtype == torch.uint8
+    assert torch.equal(art.generate([5, 3], [2, 1])[1], images[0])  # a seed's image, whatever the batch
+    mean = art.generate(seeds, labels, truncation=0)
+    assert torch.equal(mean[0], mean[1]) and not torch.equal(mean[0], mean[2])  # psi 0: the mean image of the class
+    assert not torch.equal(images[0], images[1])
+    assert torch.equal(art.generate(seeds, labels, mix_seeds=seeds, mix_layers=[2, 2, 2]), images)  # itself: no change
+    mixed = art.generate([3, 3], [1, 1], mix_seeds=[4, 4], mix_layers=[1, 5])
+    assert not torch.equal(mixed[0], images[0]) and not torch.equal(mixed[0], mixed[1])
+    assert torch.equal(mixed, art.generate([3, 3], [1, 1], mix_seeds=[4, 4], mix_layers=[1, 5]))
+    with pytest.raises(ValueError, match="mix layer 7: expected 1..5"):
+        art.generate([3], [1], mix_seeds=[4], mix_layers=[7])
+
+
+def test_bad_compositions_and_data_get_errors_naming_the_key() -> None:
+    for overrides, fragment in (({"style_mixing": 1.5}, "model.overrides.style_mixing"),
+                                ({"r1_every": 0}, "model.overrides.r1_every"),
+                                ({"pl_weight": -1}, "model.overrides.pl_weight"),
+                                ({"mapping": 2}, "model.overrides.mapping: unknown axis")):
+        with pytest.raises(ConfigError, match=fragment):
+            resolve(ModelConfig(variant="stylegan2", overrides=overrides))
+    unlabelled = load_source(DataConfig(source="digits", resolution=16, max_images=40, labels_per_class=0))
+    unlabelled = dataclasses.replace(unlabelled, labels=None)
+    with pytest.raises(ConfigError, match="stylegan2-cifar is class-conditional and needs labelled data"):
+        build_trainer(model=dataclasses.replace(MODEL, variant="stylegan2-cifar"), train=FEW, augment=NO_ADA,
+                      data=unlabelled, checkpoint_dir="unused")
+    odd = load_source(DataConfig(source="digits", resolution=12, max_images=40))
+    with pytest.raises(ConfigError, match="data.resolution: StyleGAN2 draws square images whose side is a power of two"):
+        build_trainer(model=MODEL, train=FEW, augment=NO_ADA, data=odd, checkpoint_dir="unused")
