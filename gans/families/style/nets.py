@@ -90,7 +90,9 @@ class EqualLinear(nn.Linear):
 
 
 class EqualConv2d(nn.Module):
-    """A convolution with equalised learning rate; ``down`` average-pools the output by 2; ``act`` as above."""
+    """A convolution with equalised learning rate; ``down`` average-pools the input by 2 first (a 2x2 box filter,
+    then the convolution at the lower resolution: the cost of the paper's blurred stride-2 convolution);
+    ``act`` as above."""
 
     def __init__(self, cin: int, cout: int, kernel: int, *, bias: bool = True, act: bool = True,
                  down: bool = False) -> None:
@@ -100,9 +102,10 @@ class EqualConv2d(nn.Module):
         self.scale, self.pad, self.act, self.down = 1 / math.sqrt(cin * kernel * kernel), kernel // 2, act, down
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * self.scale, self.bias, padding=self.pad)
         if self.down:
             x = F.avg_pool2d(x, 2)
+        x = F.conv2d(x, (self.weight * self.scale).to(x.dtype), None if self.bias is None else self.bias.to(x.dtype),
+                     padding=self.pad)
         return F.leaky_relu(x, 0.2) * GAIN if self.act else x
 
 
@@ -154,9 +157,13 @@ class MappingNetwork(nn.Module):
         return centre + psi * (w - centre)
 
 
+BLUR = torch.tensor([1.0, 2.0, 1.0])
+
+
 class ModulatedConv(nn.Module):
     """A convolution whose input channels are scaled by the style (affine(w), bias 1 at the start) and whose
-    output channels are demodulated; ``up`` upsamples the input by 2 first."""
+    output channels are demodulated; ``up``: a stride-2 transposed convolution (the cost of a convolution at the
+    input resolution), then a [1, 2, 1] blur against its checkerboard, as the paper's upsampling layers do."""
 
     def __init__(self, cin: int, cout: int, kernel: int, w_dim: int, *, demodulate: bool = True,
                  up: bool = False) -> None:
@@ -164,13 +171,20 @@ class ModulatedConv(nn.Module):
         self.affine = EqualLinear(w_dim, cin, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(cout, cin, kernel, kernel))
         self.scale, self.pad, self.demodulate, self.up = 1 / math.sqrt(cin * kernel * kernel), kernel // 2, demodulate, up
+        if up:
+            self.register_buffer("blur", (BLUR[:, None] * BLUR[None, :] / 16).expand(cout, 1, 3, 3).clone(),
+                                 persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)  # (N, cin)
         weight = self.weight * self.scale
-        if self.up:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=self.pad)
+        x = x * styles[:, :, None, None].to(x.dtype)
+        if self.up:  # transposed: weight (cout, cin, k, k) read as (in = cout, out = cin) backwards
+            x = F.conv_transpose2d(x, weight.transpose(0, 1).to(x.dtype), stride=2, padding=self.pad,
+                                   output_padding=1)
+            x = F.conv2d(x, self.blur.to(x.dtype) * 4, padding=1, groups=x.shape[1])
+        else:
+            x = F.conv2d(x, weight.to(x.dtype), padding=self.pad)
         if self.demodulate:  # 1 / sqrt(sum over cin, k, k of (weight * style)^2), per sample and output channel
             coef = (styles.square() @ weight.square().sum(dim=(2, 3)).T + 1e-8).rsqrt()  # (N, cout)
             x = x * coef[:, :, None, None].to(x.dtype)
