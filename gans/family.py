@@ -232,7 +232,9 @@ class Graph:
 class Artifact(Protocol):
     """A trained model loaded from its payload. ``kind`` decides the serving row and the sample command:
 
-    - ``generate``: attributes ``z_dim``, ``num_classes``; ``generate(seeds, labels) -> uint8 (N, C, R, R)``.
+    - ``generate``: attributes ``z_dim``, ``num_classes``; ``generate(seeds, labels) -> uint8 (N, C, R, R)``. With
+      ``truncates`` set, ``generate`` also takes ``truncation=psi`` (one psi, or one per seed); with ``mix_layers``
+      (the number of style layers) also ``mix_seeds=`` and ``mix_layers=`` (style mixing, one of each per seed).
     - ``translate``: attributes ``directions`` (e.g. ("a2b", "b2a")), ``resolution``,
       ``in_channels(direction)``; ``translate(images uint8 (N, C, R, R), direction) -> uint8``.
     - ``classify``: attributes ``classes``, ``resolution``, ``channels``; ``classify(images uint8 (N, C, R, R))

@@ -22,15 +22,17 @@ from pipeline.cli import main
 # every generator architecture: each family's default preset first (dcgan, pix2pix), then the others
 CASES = {"dcgan": "digits", "gan": "digits", "cgan": "digits", "infogan": "digits", "sagan": "digits",
          "pix2pix": "mnist5k-edges", "cyclegan": "digits-mnist5k", "discogan": "digits-mnist5k",
-         "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives", "improvedgan": "digits"}
+         "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives", "improvedgan": "digits", "stylegan2": "digits",
+         "progan": "digits"}
+OVERRIDES = {"cyclegan": {"g_blocks": 1}, "progan": {"fade_steps": 2, "stable_steps": 1}}  # progan: mid fade-in at step 2
 
 
 def _artifact(tmp: Path, variant: str):
     """A generator file of ``variant`` after two training steps (batch norm statistics are not the initial ones)."""
     data, _ = load_dataset(DataConfig(source=CASES[variant], resolution=16, max_images=40))
     two_domain = CASES[variant] != "digits"
-    model = ModelConfig(variant=variant, width=4, overrides={"g_blocks": 1} if variant == "cyclegan" else {}) \
-        if two_domain else ModelConfig(variant=variant, z_dim=8, width=8)
+    model = ModelConfig(variant=variant, width=4, overrides=OVERRIDES.get(variant, {})) \
+        if two_domain else ModelConfig(variant=variant, z_dim=8, width=8, overrides=OVERRIDES.get(variant, {}))
     t = build_trainer(model=model, train=TrainConfig(batch_size=8, steps=2, eval_every=0), augment=AugmentConfig(),
                       data=data, checkpoint_dir=tmp / "ckpt")
     t.fit()

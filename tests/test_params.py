@@ -488,7 +488,7 @@ def test_sample_labels_and_directions_are_checked_against_the_model() -> None:
         return SimpleNamespace(**{"label": None, "direction": None, "truncation": 1.0, "mix_seed": None,
                                   "mix_layer": None, **kw})
 
-    style = SimpleNamespace(kind="generate", num_classes=0, variant="stylegan2", family="style-based", truncates=True,
+    style = SimpleNamespace(kind="generate", num_classes=0, variant="stylegan2", family="progressive-style", truncates=True,
                             mix_layers=6)
 
     for label in (0, 9):

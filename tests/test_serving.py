@@ -158,7 +158,7 @@ def test_style_mixing_columns_are_optional_per_row_and_checked() -> None:
     """No mixing column: None. Otherwise a mix seed and layer per row (a row without: its own styles, the layer
     count meaning no mixing); one without the other, a layer out of 1..layers - 1, a non-integer, mixing beside an
     edit, or mixing asked of a model without style layers get a 400 naming the row."""
-    style = SimpleNamespace(variant="stylegan2", family="style-based", mix_layers=6)
+    style = SimpleNamespace(variant="stylegan2", family="progressive-style", mix_layers=6)
     assert validate_mixing(pd.DataFrame([{"seed": 1}]), style) is None
     assert validate_mixing(pd.DataFrame([{"seed": 1, "mix_seed": None}]), style) is None
     assert validate_mixing(pd.DataFrame([{"seed": 1}, {"seed": 2, "mix_seed": 7, "mix_layer": 3}]), style) == \

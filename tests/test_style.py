@@ -1,7 +1,8 @@
-"""The style-based family (StyleGAN2): the modulated convolution against its per-sample definition, the lazy
+"""The progressive and style-based family. StyleGAN2: the modulated convolution against its per-sample definition, the lazy
 regularisation schedule (R1 and path length counted at their intervals, the Adam settings rescaled), exact
 resume with the state that changes over the run (path-length mean, tracked mean w), and the artifact's latent
-controls (truncation towards the mean w: psi 0 draws one image for every seed; style mixing)."""
+controls (truncation towards the mean w: psi 0 draws one image for every seed; style mixing). ProGAN: the growing
+schedule, fade-ins that start where the stage below ends, and a run resumed inside a fade-in at its alpha."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gans.config import ADAConfig, AugmentConfig, ConfigError, DataConfig, Model
 from gans.data import load_source
 from gans.families import build_trainer, load_artifact, resolve
 from gans.families.style.nets import ModulatedConv, StyleGenerator, StyleSpec
+from gans.families.style.progressive import (ProgressiveDiscriminator, ProgressiveGenerator, ProgressiveSpec, Schedule,
+                                             real_at_stage)
 from gans.io import save_torch
 
 DATA = load_source(DataConfig(source="digits", resolution=16, max_images=120))
@@ -102,7 +105,7 @@ def test_artifact_truncates_towards_the_mean_w_and_mixes_styles_deterministicall
     t.fit()
     save_torch(t.export(), tmp_path / "generator.pt")
     art = load_artifact(tmp_path / "generator.pt")
-    assert (art.kind, art.family, art.num_classes, art.mix_layers) == ("generate", "style-based", 10, 6)
+    assert (art.kind, art.family, art.num_classes, art.mix_layers) == ("generate", "progressive-style", 10, 6)
     assert "mean w" in art.describe()["truncation"] and "1..5" in art.describe()["mixing"]
     seeds, labels = [3, 4, 5], [1, 1, 2]
     images = art.generate(seeds, labels)
@@ -134,3 +137,59 @@ def test_bad_compositions_and_data_get_errors_naming_the_key() -> None:
     odd = load_source(DataConfig(source="digits", resolution=12, max_images=40))
     with pytest.raises(ConfigError, match="data.resolution: StyleGAN2 draws square images whose side is a power of two"):
         build_trainer(model=MODEL, train=FEW, augment=NO_ADA, data=odd, checkpoint_dir="unused")
+
+
+# ---------------------------------------------------------------- ProGAN
+
+PROGAN = ModelConfig(variant="progan", width=8, z_dim=8, overrides={"fade_steps": 4, "stable_steps": 2})
+
+
+def test_progan_schedule_grows_from_4x4_with_fade_ins_then_holds_the_last_resolution() -> None:
+    s = Schedule(stages=3, fade=4, stable=2)  # 4x4, 8x8, 16x16
+    at = [s.at(step) for step in range(16)]
+    assert at[:2] == [(0, 1.0)] * 2
+    assert at[2:6] == [(1, 0.25), (1, 0.5), (1, 0.75), (1, 1.0)] and at[6:8] == [(1, 1.0)] * 2
+    assert at[8:12] == [(2, 0.25), (2, 0.5), (2, 0.75), (2, 1.0)] and at[12:] == [(2, 1.0)] * 4
+    assert s.changes() == [2, 8]
+
+
+def test_a_fade_in_starts_exactly_where_the_stage_below_ends() -> None:
+    """alpha 0 at stage k: the generator draws the stage below's image, and the discriminator judges the real
+    images as the stage below did; every stage's image comes out at the data's resolution."""
+    spec = ProgressiveSpec(channels=1, resolution=16, z_dim=8, channel_base=128, channel_max=16)
+    g, d = ProgressiveGenerator(spec).eval(), ProgressiveDiscriminator(spec).eval()
+    z, real = torch.randn(4, 8), torch.rand(4, 1, 16, 16) * 2 - 1
+    for stage in (1, 2):
+        g.set_stage(stage - 1, 1.0)
+        d.set_stage(stage - 1, 1.0)
+        below, judged = g(z), d(real_at_stage(real, 16, stage - 1, 1.0))
+        g.set_stage(stage, 0.0)
+        d.set_stage(stage, 0.0)
+        assert g(z).shape == (4, 1, 16, 16) and torch.equal(g(z), below)
+        assert torch.allclose(d(real_at_stage(real, 16, stage, 0.0)), judged, atol=1e-6)
+        lower = F.interpolate(real_at_stage(real, 16, stage - 1, 1.0), scale_factor=2, mode="nearest")
+        assert torch.allclose(real_at_stage(real, 16, stage, 0.0), lower, atol=1e-6)  # the reals fade in as G's images
+        g.set_stage(stage, 0.5)
+        assert not torch.equal(g(z), below)
+
+
+def test_progan_resumes_inside_a_fade_in_at_the_same_alpha(tmp_path: Path) -> None:
+    straight = _trainer(tmp_path / "a", model=PROGAN, train=dataclasses.replace(FEW, steps=10))
+    straight.fit()
+    half = _trainer(tmp_path / "b", model=PROGAN, train=dataclasses.replace(FEW, steps=4))  # killed at step 4
+    half.fit()
+    assert half.recipe.state_dict() | {"stage_changes": None} == \
+        {"step": 4, "stage": 1, "alpha": 0.75, "stage_changes": None}  # in the 8x8 fade-in
+    resumed = _trainer(tmp_path / "b", model=PROGAN, train=dataclasses.replace(FEW, steps=10))
+    result = resumed.fit()
+    assert result.resumed_from == 4 and resumed.recipe.step == 10
+    assert [(r["resolution"], r["alpha"]) for r in result.history] == \
+        [(r["resolution"], r["alpha"]) for r in straight.history]  # the history is kept across the resume
+    assert (result.history[4]["step"], result.history[4]["alpha"]) == (5, 0.75)  # the first resumed step: same fade-in
+    assert [r["loss_d"] for r in result.history] == [r["loss_d"] for r in straight.history]
+    for a, b in zip(straight.ema["G_ema"].state_dict().items(), resumed.ema["G_ema"].state_dict().items()):
+        assert torch.equal(a[1], b[1]), a[0]
+    save_torch(resumed.export(), tmp_path / "generator.pt")
+    art = load_artifact(tmp_path / "generator.pt")
+    assert (art.family, art.stage, art.describe()["stage_resolution"]) == ("progressive-style", 2, 16)
+    assert art.generate([1, 2], None).shape == (2, 1, 16, 16)

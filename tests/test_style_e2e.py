@@ -44,8 +44,8 @@ def _png(text: str) -> torch.Tensor:
 
 def test_stylegan2_through_dvc_trains_its_four_phases_and_reports_the_truncation_sweep(stylegan: Path) -> None:
     train, ev, reg = _json(stylegan, "train"), _json(stylegan, "eval"), _json(stylegan, "register")
-    assert train["family"] == "style-based" and train["steps"] == 20 and train["best_fid"] > 0
-    assert ev["family"] == "style-based" and ev["artifact"] == "generate" and ev["fid"] > 0
+    assert train["family"] == "progressive-style" and train["steps"] == 20 and train["best_fid"] > 0
+    assert ev["family"] == "progressive-style" and ev["artifact"] == "generate" and ev["fid"] > 0
     assert [row["psi"] for row in ev["truncation"]] == [1.0, 0.5]
     with (stylegan / "plots" / "truncation.csv").open() as f:
         assert [float(r["psi"]) for r in csv.DictReader(f)] == [1.0, 0.5]
@@ -86,7 +86,7 @@ def test_served_stylegan2_answers_with_and_without_latent_controls_and_refuses_b
             assert r.status_code == 400 and fragment in r.text, (fragment, r.status_code, r.text[:300])
             assert invoke_rows(url, [{"seed": 0}]).status_code == 200  # still serving
         described = requests.get(f"{url}/model", timeout=30).json()
-        assert described["family"] == "style-based" and described["mix_layers"] == 6
+        assert described["family"] == "progressive-style" and described["mix_layers"] == 6
     finally:
         proc.terminate()
         proc.wait(timeout=30)

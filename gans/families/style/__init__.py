@@ -1,8 +1,10 @@
-"""The style-based family: StyleGAN2 (Karras et al. 2020). A noise-to-image generator whose training the family
-seam carries beyond two phases (lazy R1 and path-length regularisation at their own intervals, state that
-changes over the run: the path-length mean and the tracked mean w). Its artifact kind is ``generate``, as the
-noise-to-image family's, with two latent controls of its own: truncation towards the tracked mean w (not the
-zero latent), and style mixing (the styles of a second seed from a chosen layer on)."""
+"""The progressive and style-based family: ProGAN (Karras et al. 2018) and StyleGAN2 (Karras et al. 2020).
+Noise-to-image generators whose training the family seam carries beyond two plain phases: lazy R1 and
+path-length regularisation at their own intervals (StyleGAN2), and state that changes over the run (the
+resolution stage and fade-in alpha of ProGAN; the path-length mean and the tracked mean w of StyleGAN2).
+Their artifact kind is ``generate``, as the noise-to-image family's; a StyleGAN2 adds two latent controls of
+its own: truncation towards the tracked mean w (not the zero latent), and style mixing (the styles of a
+second seed from a chosen layer on)."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from gans.family import EvalContext, Graph, Metric
 from gans.families.noise import GeneratorArtifact
 from gans.families.noise import evaluate as _evaluate
 from gans.families.style.nets import StyleGenerator, StyleSpec
-from gans.families.style.recipe import FAMILY, PRESETS, Style, StyleRecipe, resolve_style
+from gans.families.style.progressive import ProgressiveGenerator, ProgressiveSpec
+from gans.families.style.recipe import (FAMILY, PRESETS, Progressive, ProgressiveRecipe, Style, StyleRecipe,
+                                        resolve_style)
 from gans.sampling import LATENT_RECIPE, Truncation, latents_for_seeds
 
-__all__ = ["STYLE", "StyleArtifact", "StyleFamily"]
+__all__ = ["STYLE", "ProgressiveArtifact", "StyleArtifact", "StyleFamily"]
 
 TRUNCATION_RECIPE = ("optional 'truncation' psi in 0..1 (default 1): the seed's w is moved towards the mean w "
                      "tracked during training (of the row's class, for a class-conditional model), w_avg + psi (w - w_avg) "
@@ -109,8 +113,32 @@ class StyleArtifact(GeneratorArtifact):
         return graphs
 
 
+class ProgressiveArtifact(GeneratorArtifact):
+    """A trained ProGAN generator at the stage and alpha it reached (images at the data's resolution; a run
+    exported before its last stage draws coarser images, upsampled). Truncation scales z, as for the
+    noise-to-image family."""
+
+    family = FAMILY
+
+    def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
+        spec = ProgressiveSpec(**payload["spec"])
+        generator = ProgressiveGenerator(spec)
+        generator.load_state_dict(payload["state_dict"])
+        generator.freeze()
+        self.generator: nn.Module = generator.to(device).eval()
+        self.payload, self.device = payload, torch.device(device)
+        self.variant = payload["variant"]["name"]
+        self.spec = {**payload["spec"], "num_classes": 0, "conditioning": "none"}
+        self.z_dim, self.num_classes = spec.z_dim, 0
+        self.classes = tuple(payload.get("classes", ()))
+        self.stage, self.alpha = generator.frozen
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "stage_resolution": 4 * 2 ** self.stage, "alpha": self.alpha}
+
+
 class StyleFamily:
-    """The :class:`gans.family.Family` of style-based generators."""
+    """The :class:`gans.family.Family` of progressive and style-based generators."""
 
     name, artifact = FAMILY, "generate"
     layouts = ("images",)
@@ -120,7 +148,7 @@ class StyleFamily:
     unused_model_keys: tuple[str, ...] = ()
     presets = PRESETS
 
-    def resolve(self, model: ModelConfig) -> Style:
+    def resolve(self, model: ModelConfig) -> Style | Progressive:
         return resolve_style(model)
 
     def layouts_of(self, composition: Style) -> tuple[str, ...]:
@@ -129,11 +157,15 @@ class StyleFamily:
     def components(self, composition: Style) -> dict[str, str]:
         return composition.components()
 
-    def recipe(self, composition: Style, *, model: ModelConfig, data: Dataset, preview: Dataset | None = None,
-               features: Any = None) -> StyleRecipe:
+    def recipe(self, composition: Style | Progressive, *, model: ModelConfig, data: Dataset,
+               preview: Dataset | None = None, features: Any = None) -> StyleRecipe | ProgressiveRecipe:
+        if isinstance(composition, Progressive):
+            return ProgressiveRecipe(composition, model=model, data=data)
         return StyleRecipe(composition, model=model, data=data)
 
-    def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> StyleArtifact:
+    def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> GeneratorArtifact:
+        if payload.get("architecture") == "progan":
+            return ProgressiveArtifact(payload, device)
         return StyleArtifact(payload, device)
 
     def score(self, artifact: StyleArtifact, ctx: EvalContext) -> dict[str, float]:

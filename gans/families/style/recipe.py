@@ -1,4 +1,5 @@
-"""The style-based family's presets and training recipe: StyleGAN2 (Karras et al. 2020).
+"""The progressive and style-based family's presets and training recipes: StyleGAN2 (Karras et al. 2020) and,
+below, ProGAN (Karras et al. 2018).
 
 Four phases per step: the discriminator's logistic loss; lazy R1 on real images every ``r1_every`` steps
 (its weight multiplied by the interval); the generator's non-saturating loss; lazy path-length
@@ -27,7 +28,7 @@ from gans.families.style.nets import StyleDiscriminator, StyleGenerator, StyleSp
 from gans.losses import is_compiled
 from gans.sampling import grid_seeds_labels, image_grid
 
-FAMILY = "style-based"
+FAMILY = "progressive-style"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +57,7 @@ class Style(Composition):
                 "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
 
 
-PRESETS: dict[str, Style] = {p.name: p for p in [
+PRESETS: dict[str, Style | Progressive] = {p.name: p for p in [
     Style(name="stylegan2", lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99,
           paper="Karras et al. 2020, Analyzing and Improving the Image Quality of StyleGAN (config F: 8-layer mapping, "
                 "style mixing 0.9, lazy R1 gamma 10 every 16, path length 2 every 4, Adam 2e-3 (0, 0.99))"),
@@ -67,11 +68,13 @@ PRESETS: dict[str, Style] = {p.name: p for p in [
 ]}
 
 
-def resolve_style(cfg: ModelConfig) -> Style:
+def resolve_style(cfg: ModelConfig) -> Style | Progressive:
     """The preset ``cfg.variant`` with ``cfg.overrides`` applied and checked."""
     require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
     where = "model.overrides"
     s = override_fields(PRESETS[cfg.variant], cfg.overrides, where)
+    if isinstance(s, Progressive):
+        return resolve_progressive(s, where)
     s.check_optimizer(where)
     require(s.mapping_layers >= 1, f"{where}.mapping_layers", f"got {s.mapping_layers}; expected >= 1")
     require(0 <= s.style_mixing <= 1, f"{where}.style_mixing", f"got {s.style_mixing}; expected a probability in 0..1")
@@ -232,8 +235,8 @@ class StyleRecipe:
 
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         """``models/generator.pt``: the EMA generator (its w_avg included) and all that rebuilds it."""
-        return {"family": FAMILY, "artifact": "generate", "state_dict": weights(ema["G_ema"]), "spec": asdict(self.spec),
-                "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
+        return {"family": FAMILY, "artifact": "generate", "architecture": "stylegan2", "state_dict": weights(ema["G_ema"]),
+                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
                 "step": step}
 
     def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
@@ -241,3 +244,148 @@ class StyleRecipe:
 
         seeds, labels = grid_seeds_labels(self.spec.num_classes)
         return image_grid(generate(ema["G_ema"], seeds, labels, z_dim=self.spec.z_dim, device=device))
+
+
+# ---------------------------------------------------------------- ProGAN
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progressive(Composition):
+    """A resolved ProGAN composition: the growing schedule in steps (one step = one generator update of
+    ``train.batch_size`` images) and the WGAN-GP loss with the drift term."""
+
+    fade_steps: int = 300  # alpha from 0 to 1 while a new resolution fades in
+    stable_steps: int = 300  # at alpha 1 before the next resolution (4x4 too)
+    gp_weight: float = 10.0
+    drift: float = 0.001  # epsilon_drift x E[D(real)^2], keeps the critic's output near 0
+    mbstd_group: int = 4
+
+    def components(self) -> dict[str, str]:
+        return {"generator": "progan (progressive growing, pixel norm, equalised lr)",
+                "discriminator": "progan (minibatch std, equalised lr)",
+                "loss": f"wasserstein (gp {self.gp_weight:g}, drift {self.drift:g})",
+                "schedule": f"fade-in {self.fade_steps} steps, stable {self.stable_steps} steps per resolution",
+                "conditioning": "none", "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
+
+
+PRESETS["progan"] = Progressive(
+    name="progan", lr_g=1e-3, lr_d=1e-3, beta1=0.0, beta2=0.99,
+    paper="Karras et al. 2018, Progressive Growing of GANs (4x4 up to the data's side, each resolution faded in then "
+          "stabilised; WGAN-GP lambda 10 with drift 0.001, minibatch std, pixel norm, equalised lr, Adam 1e-3 (0, 0.99); "
+          "the paper grows per 800k images, here per fade_steps + stable_steps steps)")
+
+
+def resolve_progressive(s: Progressive, where: str) -> Progressive:
+    s.check_optimizer(where)
+    for key in ("fade_steps", "stable_steps"):
+        require(getattr(s, key) >= 0, f"{where}.{key}", f"got {getattr(s, key)}; expected >= 0")
+    require(s.stable_steps >= 1, f"{where}.stable_steps", f"got {s.stable_steps}; expected >= 1")
+    for key in ("gp_weight", "drift"):
+        require(getattr(s, key) >= 0, f"{where}.{key}", f"got {getattr(s, key)}; expected >= 0")
+    require(s.mbstd_group >= 1, f"{where}.mbstd_group", f"got {s.mbstd_group}; expected >= 1")
+    return s
+
+
+class ProgressiveRecipe:
+    """A :class:`gans.family.Recipe` for ProGAN on one image set (stream ``real``). It counts its steps (one per
+    generator update) and keeps the count in checkpoints: the stage and alpha follow from it, so a run killed
+    during a fade-in resumes in that fade-in, at that alpha."""
+
+    primary_metric, higher_is_better = "fid", False
+
+    def __init__(self, comp: Progressive, *, model: ModelConfig, data: Dataset) -> None:
+        from gans.families.style.progressive import ProgressiveSpec, Schedule
+
+        if data.layout != "images":
+            raise ConfigError(f"model.variant: {comp.name} ({FAMILY}) trains on one image set; the prepared data has "
+                              f"the {data.layout} layout")
+        images = data.images
+        r = int(images.images.shape[-1])
+        if r < 4 or r & (r - 1):
+            raise ConfigError(f"data.resolution: ProGAN grows square images from 4x4 by doubling, so the side must be a "
+                              f"power of two >= 4; the data is {r}x{r}")
+        self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
+        self.spec = ProgressiveSpec(channels=int(images.images.shape[1]), resolution=r, z_dim=model.z_dim,
+                                    channel_base=64 * model.width, channel_max=4 * model.width,
+                                    mbstd_group=comp.mbstd_group)
+        self.schedule = Schedule(self.spec.stages, comp.fade_steps, comp.stable_steps)
+        self.streams = {"real": {"images": images.images}}
+        self.phases = (Phase("D", "D", repeats=comp.n_critic), Phase("G", "G", new_batch=False, frozen=("D",)))
+        self.optimizers = comp.optimizers(("G",), ("D",))
+        self.ema = {"G_ema": "G"}
+        self.step = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {"variant": {k: v for k, v in asdict(self.comp).items() if k != "paper"}, "spec": asdict(self.spec),
+                "stage_changes": self.schedule.changes()}
+
+    def build(self) -> dict[str, nn.Module]:
+        from gans.families.style.progressive import ProgressiveDiscriminator, ProgressiveGenerator
+
+        return {"G": ProgressiveGenerator(self.spec), "D": ProgressiveDiscriminator(self.spec)}
+
+    def bind(self, networks: dict[str, nn.Module], *, augment: Augment | None, device: torch.device) -> None:
+        self.G, self.D, self.device = networks["G"], networks["D"], device
+        self.augment = augment or (lambda x: x)
+        self._set_stage()
+
+    def _set_stage(self) -> tuple[int, float]:
+        stage, alpha = self.schedule.at(self.step)
+        self.G.set_stage(stage, alpha)
+        self.D.set_stage(stage, alpha)
+        return stage, alpha
+
+    def loss(self, phase: str, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from gans.families.style.progressive import real_at_stage
+        from gans.losses import gradient_norm
+
+        stage, alpha = self._set_stage()
+        n = len(batch["real"]["images"])
+        z = torch.randn(n, self.spec.z_dim, device=self.device)
+        if phase == "G":
+            self.step += 1  # one generator update per step: the schedule's clock
+            loss = -self.D(self.augment(self.G.stage_images(z))).float().mean()
+            return loss, {"loss_g": loss.detach()}
+        real = real_at_stage(batch["real"]["images"], self.spec.resolution, stage, alpha)
+        with torch.no_grad():
+            fake = self.G.stage_images(z)
+        d_real, d_fake = self.D(self.augment(real)).float(), self.D(self.augment(fake)).float()
+        loss = d_fake.mean() - d_real.mean() + self.comp.drift * d_real.square().mean()
+        stats = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean(),
+                 "d_real_sign": d_real.detach().sign().mean(),
+                 "resolution": torch.tensor(float(4 * 2 ** stage)), "alpha": torch.tensor(alpha)}
+        if self.comp.gp_weight:
+            eps = torch.rand(n, 1, 1, 1, device=self.device)
+            mixed = eps * real.detach().float() + (1 - eps) * fake.detach().float()
+            gp = (gradient_norm(self.D, mixed, None) - 1).square().mean()
+            loss = loss + self.comp.gp_weight * gp
+            stats["gp"] = gp.detach()
+        return loss, {"loss_d": loss.detach(), **stats}
+
+    def after_update(self, phase: str) -> None:
+        pass
+
+    def compile(self) -> None:
+        raise ConfigError(f"train.compile: {self.variant} changes its networks' depth during the run (progressive "
+                          "growing), which torch.compile would recompile at every stage; set train.compile: false")
+
+    def state_dict(self) -> dict[str, Any]:
+        stage, alpha = self.schedule.at(self.step)
+        return {"step": self.step, "stage": stage, "alpha": alpha, "stage_changes": self.schedule.changes()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        if hasattr(self, "G"):
+            self._set_stage()
+
+    def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
+        """``models/generator.pt``: the EMA generator at its current stage and alpha, and all that rebuilds it."""
+        return {"family": FAMILY, "artifact": "generate", "architecture": "progan", "state_dict": weights(ema["G_ema"]),
+                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
+                "step": step}
+
+    def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
+        from gans.sampling import generate
+
+        seeds, _ = grid_seeds_labels(0)
+        return image_grid(generate(ema["G_ema"], seeds, None, z_dim=self.spec.z_dim, device=device))
