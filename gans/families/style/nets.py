@@ -64,14 +64,6 @@ class StyleSpec:
         return 2 * len(self.block_resolutions)
 
 
-def check_spec(spec: StyleSpec) -> str | None:
-    """Why these networks cannot be built, or None."""
-    r = spec.resolution
-    if r < 4 or r & (r - 1):
-        return f"StyleGAN2 draws square images whose side is a power of two >= 4; the data is {r}x{r}"
-    return None
-
-
 class EqualLinear(nn.Linear):
     """A dense layer with equalised learning rate (a subclass of ``nn.Linear``, so tools that read a
     generator's first linear layer, such as SeFa, find the mapping network's). ``lr_mul`` scales the

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gans.config import ConfigError, ModelConfig, override_fields, require, to_dict
-from gans.data import Dataset
+from gans.data import Dataset, ImageSet
 from gans.family import Augment, Batch, Composition, OptimizerSpec, Phase, weights
-from gans.families.style.nets import StyleDiscriminator, StyleGenerator, StyleSpec, check_spec
+from gans.families.style.nets import StyleDiscriminator, StyleGenerator, StyleSpec
 from gans.losses import is_compiled
 from gans.sampling import grid_seeds_labels, image_grid
 
@@ -104,16 +104,26 @@ def _exact(device: torch.device, net: nn.Module):
         yield
 
 
+def image_set(name: str, data: Dataset, network: str) -> ImageSet:
+    """The one image set ``name`` trains on, whose side is a power of two >= 4 (``network`` builds it), or a
+    ConfigError naming the key."""
+    if data.layout != "images":
+        raise ConfigError(f"model.variant: {name} ({FAMILY}) trains on one image set; the prepared data has the "
+                          f"{data.layout} layout")
+    r = int(data.images.images.shape[-1])
+    if r < 4 or r & (r - 1):
+        raise ConfigError(f"data.resolution: {network} draws square images whose side is a power of two >= 4; the "
+                          f"data is {r}x{r}")
+    return data.images
+
+
 class StyleRecipe:
     """A :class:`gans.family.Recipe` for StyleGAN2 on one image set (stream ``real``)."""
 
     primary_metric, higher_is_better = "fid", False
 
     def __init__(self, comp: Style, *, model: ModelConfig, data: Dataset) -> None:
-        if data.layout != "images":
-            raise ConfigError(f"model.variant: {comp.name} ({FAMILY}) trains on one image set; the prepared data has "
-                              f"the {data.layout} layout")
-        images = data.images
+        images = image_set(comp.name, data, "StyleGAN2")
         classes = len(images.classes) if images.labels is not None else 0
         if comp.conditional and classes < 2:
             raise ConfigError(f"model.variant: {comp.name} is class-conditional and needs labelled data with at least "
@@ -121,9 +131,6 @@ class StyleRecipe:
         self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
         self.spec = style_spec(comp, model, channels=int(images.images.shape[1]),
                                resolution=int(images.images.shape[-1]), num_classes=classes if comp.conditional else 0)
-        why = check_spec(self.spec)
-        if why:
-            raise ConfigError(f"data.resolution: {why}")
         self.streams = {"real": {"images": images.images} |
                         ({"labels": images.labels} if comp.conditional else {})}
         phases = [Phase("D", "D", repeats=comp.n_critic)]
@@ -296,14 +303,8 @@ class ProgressiveRecipe:
     def __init__(self, comp: Progressive, *, model: ModelConfig, data: Dataset) -> None:
         from gans.families.style.progressive import ProgressiveSpec, Schedule
 
-        if data.layout != "images":
-            raise ConfigError(f"model.variant: {comp.name} ({FAMILY}) trains on one image set; the prepared data has "
-                              f"the {data.layout} layout")
-        images = data.images
+        images = image_set(comp.name, data, "ProGAN")
         r = int(images.images.shape[-1])
-        if r < 4 or r & (r - 1):
-            raise ConfigError(f"data.resolution: ProGAN grows square images from 4x4 by doubling, so the side must be a "
-                              f"power of two >= 4; the data is {r}x{r}")
         self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
         self.spec = ProgressiveSpec(channels=int(images.images.shape[1]), resolution=r, z_dim=model.z_dim,
                                     channel_base=64 * model.width, channel_max=4 * model.width,
