@@ -62,9 +62,9 @@ class Phase:
 @dataclass(frozen=True)
 class OptimizerSpec:
     """An optimiser over the parameters of ``networks``. ``lr_param`` names the ``train.*`` key that
-    overrides ``lr`` (lr_g or lr_d); ``lr_scale`` multiplies
-    either (StyleGAN2 rescales the Adam rate of a lazily regularised optimiser). With ``decay_start`` < 1 the learning rate decays linearly to zero
-    from that fraction of ``train.steps`` to its end (pix2pix and CycleGAN decay over the second half)."""
+    overrides ``lr`` (lr_g or lr_d); ``lr_scale`` multiplies either (StyleGAN2 rescales the Adam rate of a
+    lazily regularised optimiser). With ``decay_start`` < 1 the learning rate decays linearly to zero from that
+    fraction of ``train.steps`` to its end (pix2pix and CycleGAN decay over the second half)."""
 
     networks: tuple[str, ...]
     lr: float

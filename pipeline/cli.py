@@ -337,8 +337,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
 
 def _check_sample_args(artifact: Any, args: argparse.Namespace) -> None:
-    """--label, --direction, --truncation and --mix-seed/--mix-layer against what the model takes (a label outside its classes would index past
-    the embedding, or be dropped without a word by an unconditional model)."""
+    """--label, --direction, --truncation and --mix-seed/--mix-layer against what the model takes (a label outside
+    its classes would index past the embedding, or be dropped without a word by an unconditional model)."""
     translate = artifact.kind == "translate"
     if args.label is not None:
         if translate:

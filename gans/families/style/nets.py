@@ -236,7 +236,8 @@ class SynthesisNetwork(nn.Module):
         for b in range(1, len(self.to_rgbs)):  # block b reads ws 2b - 1 (upsampling conv), 2b (conv, to_rgb) and 2b + 1
             x = self.convs[2 * b - 1](x, ws[:, 2 * b - 1])
             x = self.convs[2 * b](x, ws[:, 2 * b])
-            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + self.to_rgbs[b](x, ws[:, 2 * b + 1])
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False)
+            img = img + self.to_rgbs[b](x, ws[:, 2 * b + 1])
         return img
 
 

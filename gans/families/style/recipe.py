@@ -243,8 +243,8 @@ class StyleRecipe:
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         """``models/generator.pt``: the EMA generator (its w_avg included) and all that rebuilds it."""
         return {"family": FAMILY, "artifact": "generate", "architecture": "stylegan2", "state_dict": weights(ema["G_ema"]),
-                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
-                "step": step}
+                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg),
+                "classes": list(self.classes), "step": step}
 
     def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
         from gans.sampling import generate
@@ -382,8 +382,8 @@ class ProgressiveRecipe:
     def export(self, ema: dict[str, nn.Module], step: int) -> dict[str, Any]:
         """``models/generator.pt``: the EMA generator at its current stage and alpha, and all that rebuilds it."""
         return {"family": FAMILY, "artifact": "generate", "architecture": "progan", "state_dict": weights(ema["G_ema"]),
-                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg), "classes": list(self.classes),
-                "step": step}
+                "spec": asdict(self.spec), "variant": asdict(self.comp), "model": to_dict(self.model_cfg),
+                "classes": list(self.classes), "step": step}
 
     def sample_grid(self, ema: dict[str, nn.Module], device: torch.device) -> torch.Tensor:
         from gans.sampling import generate
