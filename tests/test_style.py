@@ -192,4 +192,8 @@ def test_progan_resumes_inside_a_fade_in_at_the_same_alpha(tmp_path: Path) -> No
     save_torch(resumed.export(), tmp_path / "generator.pt")
     art = load_artifact(tmp_path / "generator.pt")
     assert (art.family, art.stage, art.describe()["stage_resolution"]) == ("progressive-style", 2, 16)
-    assert art.generate([1, 2], None).shape == (2, 1, 16, 16)
+    images = art.generate([1, 2], None)
+    assert images.shape == (2, 1, 16, 16)
+    mean = art.generate([1, 2], None, truncation=0)  # psi acts after the pixel norm, which would undo a scaled z
+    assert torch.equal(mean[0], mean[1]) and not torch.equal(art.generate([1], None, truncation=0.5)[0], images[0])
+    assert torch.equal(art.generate([2, 1], None, truncation=[1.0, 0.0])[1], mean[0])  # one psi per row

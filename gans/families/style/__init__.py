@@ -31,9 +31,24 @@ TRUNCATION_RECIPE = ("optional 'truncation' psi in 0..1 (default 1): the seed's 
                      "tracked during training (of the row's class, for a class-conditional model), w_avg + psi (w - w_avg) "
                      "at every layer (psi 1: the seed's own "
                      "image, psi 0: the same mean image for every seed)")
+TRUNCATION_RECIPE_PROGAN = ("optional 'truncation' psi in 0..1 (default 1): the seed's latent, once normalised by the "
+                            "generator's pixel norm, is scaled by psi towards 0 (psi 1: the seed's own image, psi 0: "
+                            "the same image for every seed)")
 MIXING_RECIPE = ("optional 'mix_seed' (int >= 0) with 'mix_layer' (1..{last}): the layers from mix_layer on take "
                  "the styles (w) of mix_seed's latent instead of the seed's (style mixing: low layers carry the "
                  "coarse shape, high ones the stroke and texture); {n} layers in all")
+
+
+def _psi_rows(truncation: Truncation, rows: slice) -> float | torch.Tensor:
+    """The truncation of a batch of rows: one float, or a tensor of the rows' own."""
+    if isinstance(truncation, (int, float)):
+        return float(truncation)
+    return torch.tensor([float(p) for p in truncation[rows]])
+
+
+def _check_rows(truncation: Truncation, seeds: Sequence[int]) -> None:
+    if not isinstance(truncation, (int, float)) and len(truncation) != len(seeds):
+        raise ValueError(f"{len(truncation)} truncation values for {len(seeds)} seeds")
 
 
 class StyleArtifact(GeneratorArtifact):
@@ -64,8 +79,7 @@ class StyleArtifact(GeneratorArtifact):
         for start in range(0, len(z), batch_size):
             rows = slice(start, start + batch_size)
             y = None if labels is None else torch.as_tensor(list(labels[rows]), dtype=torch.int64, device=self.device)
-            psi = float(truncation) if isinstance(truncation, (int, float)) else \
-                torch.tensor([float(p) for p in truncation[rows]])
+            psi = _psi_rows(truncation, rows)
             mix = {} if mix_z is None else {"mix_z": mix_z[rows].to(self.device),
                                             "mix_layer": torch.as_tensor(list(mix_layers[rows]), dtype=torch.int64)}
             out.append(to_uint8(g.synthesis(g.ws(z[rows].to(self.device), y, psi=psi, **mix))).cpu())
@@ -74,8 +88,7 @@ class StyleArtifact(GeneratorArtifact):
     def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256,
                  truncation: Truncation = 1.0, mix_seeds: Sequence[int] | None = None,
                  mix_layers: Sequence[int] | None = None) -> torch.Tensor:
-        if not isinstance(truncation, (int, float)) and len(truncation) != len(seeds):
-            raise ValueError(f"{len(truncation)} truncation values for {len(seeds)} seeds")
+        _check_rows(truncation, seeds)
         if mix_seeds is not None:
             self.check_mixing(len(seeds), mix_seeds, mix_layers)
         mix_z = None if mix_seeds is None else latents_for_seeds(mix_seeds, self.z_dim)
@@ -115,8 +128,9 @@ class StyleArtifact(GeneratorArtifact):
 
 class ProgressiveArtifact(GeneratorArtifact):
     """A trained ProGAN generator at the stage and alpha it reached (images at the data's resolution; a run
-    exported before its last stage draws coarser images, upsampled). Truncation scales z, as for the
-    noise-to-image family."""
+    exported before its last stage draws coarser images, upsampled). Truncation scales the latent after the
+    generator's pixel norm, towards 0 (scaling z before it, as for the noise-to-image family, would change
+    nothing)."""
 
     family = FAMILY
 
@@ -133,8 +147,27 @@ class ProgressiveArtifact(GeneratorArtifact):
         self.classes = tuple(payload.get("classes", ()))
         self.stage, self.alpha = generator.frozen
 
+    @torch.no_grad()
+    def draw(self, z: torch.Tensor, truncation: Truncation = 1.0, batch_size: int = 256) -> torch.Tensor:
+        g = self.generator.eval()
+        out = [to_uint8(g(z[i:i + batch_size].to(self.device), None, _psi_rows(truncation, slice(i, i + batch_size))))
+               .cpu() for i in range(0, len(z), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.uint8)
+
+    def generate(self, seeds: Sequence[int], labels: Sequence[int] | None, *, batch_size: int = 256,
+                 truncation: Truncation = 1.0) -> torch.Tensor:
+        _check_rows(truncation, seeds)
+        return self.draw(latents_for_seeds(seeds, self.z_dim), truncation, batch_size)
+
+    def edit(self, seeds: Sequence[int], labels: Sequence[int] | None, directions: Sequence[int],
+             alphas: Sequence[float], truncation: Truncation = 1.0) -> torch.Tensor:
+        z = latents_for_seeds(seeds, self.z_dim)
+        return self.draw(z + torch.tensor(alphas, dtype=torch.float32)[:, None] * self.directions[list(directions)],
+                         truncation)
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "stage_resolution": 4 * 2 ** self.stage, "alpha": self.alpha}
+        return {**super().describe(), "stage_resolution": 4 * 2 ** self.stage, "alpha": self.alpha,
+                "truncation": TRUNCATION_RECIPE_PROGAN}
 
 
 class StyleFamily:

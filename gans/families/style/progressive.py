@@ -111,10 +111,17 @@ class ProgressiveGenerator(_Staged):
                                              EqualConv2d(cin, cout, 3), PixelNorm(), EqualConv2d(cout, cout, 3), PixelNorm()))
             self.to_rgbs.append(EqualConv2d(cout, spec.channels, 1, act=False))
 
-    def stage_images(self, z: torch.Tensor) -> torch.Tensor:
-        """Images at the current stage's resolution, the new block faded in by alpha."""
+    def stage_images(self, z: torch.Tensor, psi: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """Images at the current stage's resolution, the new block faded in by alpha. ``psi`` (one, or one per
+        row) truncates: it scales the normalised latent towards 0 (scaling z itself would do nothing, since the
+        first pixel norm undoes it)."""
         stage, alpha = self.current()
-        x = self.norm(self.dense(self.norm(z.float())).unflatten(1, (-1, 4, 4)))
+        x = self.norm(z.float())
+        if isinstance(psi, torch.Tensor):
+            x = x * psi.to(x.device, x.dtype)[:, None]
+        elif psi != 1:
+            x = x * psi
+        x = self.norm(self.dense(x).unflatten(1, (-1, 4, 4)))
         previous = None
         for k in range(stage + 1):
             if k == stage:
@@ -126,8 +133,8 @@ class ProgressiveGenerator(_Staged):
             img = torch.lerp(low, img, alpha)
         return img
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        img = self.stage_images(z)
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None, psi: torch.Tensor | float = 1.0) -> torch.Tensor:
+        img = self.stage_images(z, psi)
         factor = self.spec.resolution // img.shape[-1]
         return F.interpolate(img, scale_factor=factor, mode="nearest") if factor > 1 else img
 
