@@ -8,7 +8,9 @@ one scratch folder (bench/out/style: one prepared mnist5k at 32x32 and one domai
 with the same steps and batch. Each row: domain FID, KID, precision and recall of the EMA generator, FID
 and precision/recall at truncation psi 0.5 (towards the mean latent for DCGAN, towards the tracked mean w
 for StyleGAN2), training img/s and seconds. The rows run one after another in one process, so their times
-compare on the same machine and load.
+compare on the same machine and load. Finished rows are kept in bench/out/style/rows.json and reused when the
+same variant, width, steps, batch and samples are asked again (--rerun trains them anew), so a run stopped
+after two rows goes on with the third.
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ def run(args: argparse.Namespace, variant: str, width: int) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| variant | width | FID | KID | precision | recall | FID psi 0.5 | precision psi 0.5 | recall psi 0.5 | "
-             "train img/s | train s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "train img/s | train s | started (load) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         lines.append(f"| {r['variant']} | {r['width']} | {r['fid']:.1f} | {r['kid']:.4f} | {r['precision']:.3f} | "
                      f"{r['recall']:.3f} | {r['fid_psi0.5']:.1f} | {r['precision_psi0.5']:.3f} | "
-                     f"{r['recall_psi0.5']:.3f} | {r['img_per_s']:.0f} | {r['train_s']:.0f} |")
+                     f"{r['recall_psi0.5']:.3f} | {r['img_per_s']:.0f} | {r['train_s']:.0f} | "
+                     f"{r.get('started', '?')} ({'?' if r.get('load') is None else format(r['load'], '.1f')}) |")
     return "\n".join(lines)
 
 
@@ -69,16 +73,31 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--runs", default="dcgan:64,progan:32,stylegan2:32")
     ap.add_argument("--title", default="Progressive and style-based generators (ProGAN, StyleGAN2)")
+    ap.add_argument("--rerun", action="store_true", help="train every row again, even one kept in rows.json")
     args = ap.parse_args()
     load = os.getloadavg()
     command = (f"python bench/style.py --steps {args.steps} --batch {args.batch} --samples {args.samples} "
                f"--runs {args.runs}")
+    store = WORK / "rows.json"
+    done = json.loads(store.read_text()) if store.is_file() else {}
     rows: list[dict] = []
     for item in [r for r in args.runs.split(",") if r]:
         variant, width = item.split(":")
-        rows.append(run(args, variant, int(width)))
+        key = f"{variant}:{width}:{args.steps}:{args.batch}:{args.samples}"
+        if args.rerun or key not in done:
+            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            row_load = os.getloadavg()[0]
+            done[key] = {**run(args, variant, int(width)), "started": started, "load": row_load}
+            WORK.mkdir(parents=True, exist_ok=True)
+            tmp = store.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done, indent=1))
+            tmp.replace(store)
+        rows.append(done[key])
         print(json.dumps(rows[-1]), flush=True)
-        body = (f"Machine: {machine()}; load average at the start {load[0]:.1f}. Command: `{command}`. Each row: "
+        notes = "".join(f" {r['variant']}: {r['note']}." for r in rows if r.get("note"))
+        body = (f"Machine: {machine()}; load average when this command started {load[0]:.1f}, and each row's own "
+                f"start and load in its last column (rows kept from an earlier run keep theirs). Command: `{command}`."
+                f"{notes} Each row: "
                 f"{args.steps} steps at batch {args.batch} on mnist5k at 32x32 (4,500 training digits), ADA off, "
                 f"train.precision auto, z_dim 64; the EMA generator evaluated on {args.samples} samples against the "
                 "real holdout (domain features). ProGAN is the `progan` preset (4x4 to 32x32, each resolution faded in "

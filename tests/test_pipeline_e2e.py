@@ -142,7 +142,7 @@ def test_registered_champion_with_tags(tiny_repo: Path) -> None:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "truncation", "direction", "alpha", "image"]
+    assert info.saved_input_example_info is not None and info.signature.inputs.input_names() == ["seed", "label", "truncation", "direction", "alpha", "mix_seed", "mix_layer", "image"]
     # the version carries its ONNX export and the sample grid; its description and metadata say so
     assert "generator.onnx (ONNX opset 18" in mv.tags["export"] and mv.tags["export"] in mv.description
     assert info.metadata["gans"]["variant"] == "dcgan" and info.metadata["gans"]["exports"] == mv.tags["export"]
@@ -268,7 +268,7 @@ def test_served_model_describes_itself_and_its_onnx_export_gives_the_same_images
     assert described.status_code == 200, described.text
     info = described.json()
     assert info["family"] == "noise-to-image" and info["variant"] == "dcgan" and info["kind"] == "generate"
-    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "truncation", "direction", "alpha", "image"]
+    assert [c["name"] for c in info["inputs"]] == ["seed", "label", "truncation", "direction", "alpha", "mix_seed", "mix_layer", "image"]
     assert info["max_rows"] == 64
     assert info["version"] == "1" and "torch.Generator().manual_seed(s)" in info["latent"]
     assert info["example_request"] == '{"dataframe_records": [{"seed": 0}]}' and "generator.onnx" in info["exports"]
