@@ -56,7 +56,11 @@ def first_layer(generator: nn.Module) -> nn.Module:
 
 def z_weight(generator: nn.Module, z_dim: int) -> torch.Tensor:
     """A of the first layer restricted to z's inputs: (outputs, z_dim), float32 on the CPU. Labels and InfoGAN
-    codes enter through other columns and are left out."""
+    codes enter through other columns and are left out. A body that feeds z to several layers (BigGAN's
+    hierarchical latents) says so with its own ``z_weight()``."""
+    body = getattr(generator, "body", None)
+    if hasattr(body, "z_weight"):
+        return body.z_weight().float().cpu()
     layer = first_layer(generator)
     weight = layer.weight.detach().float().cpu()
     if isinstance(layer, nn.Linear):  # (out, in)

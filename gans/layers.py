@@ -42,6 +42,15 @@ def init_xavier(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def init_orthogonal(module: nn.Module) -> None:
+    """Orthogonal weights and zero biases for convolutions and linear layers (BigGAN)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.orthogonal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every conv, linear and embedding layer."""
     for name, child in list(module.named_children()):

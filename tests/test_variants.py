@@ -144,6 +144,52 @@ def test_sagan_has_attention_and_spectral_norm_in_both_networks() -> None:
         assert any("parametrizations" in name for name, _ in net.named_modules())
 
 
+def test_biggan_feeds_each_block_its_own_piece_of_z_and_the_shared_class_embedding() -> None:
+    from gans.families.noise import build_objective, build_spec
+    from gans.families.noise.nets import ConditionalBatchNorm, SelfAttention
+    from gans.families.noise.objective import orthogonal_penalty
+    from gans.latent import z_weight
+
+    v = resolve_variant(ModelConfig(variant="biggan"))
+    spec = build_spec(v, ModelConfig(variant="biggan", width=4, z_dim=9), channels=1, resolution=32, data_classes=3)
+    g, d = build_networks("biggan", spec)
+    assert g.body.split == [3, 2, 2, 2]  # four pieces: the first layer and three up-blocks (4 -> 32)
+    with pytest.raises(ConfigError, match="model.z_dim: biggan at 32x32 splits z into 4 pieces"):
+        build_networks("biggan", dataclasses.replace(spec, z_dim=3))
+    seen = {}
+    for i, block in enumerate(g.body.blocks):
+        block.bn1.register_forward_hook(lambda m, args, out, i=i: seen.__setitem__(i, args[1].detach()))
+    z, y = torch.randn(5, 9), torch.tensor([0, 1, 2, 2, 0])
+    g(z, y)
+    shared = g.body.shared.detach()[y]  # the one embedding, as every block sees it
+    starts = [3, 5, 7]
+    for i, start in enumerate(starts):
+        assert torch.equal(seen[i], torch.cat([z[:, start:start + 2], shared], 1)), f"block {i}"
+    # spectral norm on G's layers (the batch norms' gain and bias maps too), not on the shared embedding
+    assert all(hasattr(m, "parametrizations") for m in g.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)))
+    assert "body.shared" in dict(g.named_parameters()) and sum(isinstance(m, ConditionalBatchNorm) for m in g.modules()) == 6
+    assert sum(isinstance(m, SelfAttention) for m in g.modules()) == 1 and any(isinstance(m, SelfAttention) for m in d.modules())
+    # z_weight: the first layer's columns of piece 0 only, and zeros outside each map's piece
+    a = z_weight(g.eval(), 9)
+    fc_rows = g.body.fc.weight.shape[0]
+    assert a.shape[1] == 9 and a[:fc_rows, 3:].abs().sum() == 0 and a[:fc_rows, :3].abs().sum() > 0
+    assert a[fc_rows:, :3].abs().sum() == 0
+    # the orthogonal penalty: zero for orthogonal rows of any norms, positive once two rows overlap
+    lin = torch.nn.Linear(6, 4, bias=False)
+    torch.nn.init.orthogonal_(lin.weight)
+    with torch.no_grad():
+        lin.weight.mul_(torch.tensor([[1.0], [3.0], [0.5], [2.0]]))
+    assert float(orthogonal_penalty(lin)) < 1e-8
+    with torch.no_grad():
+        lin.weight[1] = lin.weight[0]
+    assert float(orthogonal_penalty(lin)) > 0.1
+    # and the G phase adds it, weighted by ortho_weight
+    g.train()
+    objective = build_objective(v, g, d)
+    _, stats = objective.g_phase(z, y)
+    assert torch.isclose(stats["ortho_g"], 1e-4 * orthogonal_penalty(g).detach())
+
+
 def test_overrides_swap_axes_and_bad_ones_name_the_key() -> None:
     v = resolve_variant(ModelConfig(variant="fgan", overrides={"loss_args": {"divergence": "kl"}}))
     assert v.loss_args == {"divergence": "kl"}
@@ -156,7 +202,8 @@ def test_overrides_swap_axes_and_bad_ones_name_the_key() -> None:
            ({"reg_args": {"gp": {"lambda": 3}}}, "model.overrides.reg_args.gp.lambda: unknown argument of gp"),
            ({"conditioning": "telepathy"}, "model.overrides.conditioning: got 'telepathy'"),
            ({"n_critic": 0}, "model.overrides.n_critic: got 0; expected >= 1"),
-           ({"info_weight": -1.0}, "model.overrides.info_weight: got -1.0; expected >= 0")]
+           ({"info_weight": -1.0}, "model.overrides.info_weight: got -1.0; expected >= 0"),
+           ({"ortho_weight": -1.0}, "model.overrides.ortho_weight: got -1.0; expected >= 0")]
     for overrides, fragment in bad:
         with pytest.raises(ConfigError) as err:
             resolve_variant(ModelConfig(variant="fgan" if "loss_args" in overrides else "dcgan", overrides=overrides))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gans.config import ConfigError
-from gans.layers import apply_spectral_norm, init_normal, init_xavier, norm2d
+from gans.layers import apply_spectral_norm, init_normal, init_orthogonal, init_xavier, norm2d
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,12 +211,12 @@ class ResNetGeneratorBody(nn.Module):
 
 
 class ResNetDiscriminatorBody(nn.Module):
-    """Residual down-blocks, ReLU and global sum pooling; optional self-attention (SAGAN)."""
+    """Residual down-blocks, ReLU and global sum pooling; optional self-attention (SAGAN, BigGAN)."""
 
-    def __init__(self, *, spec: NetSpec, in_channels: int, attention: bool = False) -> None:
+    def __init__(self, *, spec: NetSpec, in_channels: int, attention: bool = False, mult: int = 2) -> None:
         super().__init__()
         _, n = _geometry(spec.resolution, "resnet")
-        ch = spec.width * 2
+        ch = spec.width * mult
         # One down-sampling input block, n-2 more down blocks, then two blocks at 2x the base size.
         plan = [True] * max(n - 1, 1) + [False, False]
         blocks: list[nn.Module] = []
@@ -241,6 +241,101 @@ def _sagan_g(*, spec: NetSpec) -> nn.Module:
 
 def _sagan_d(*, spec: NetSpec, in_channels: int) -> nn.Module:
     return ResNetDiscriminatorBody(spec=spec, in_channels=in_channels, attention=True)
+
+
+# ---------------------------------------------------------------- BigGAN (Brock et al. 2019), sized down
+
+BIGGAN_MULT = 4  # channels = 4 x model.width in every block: BigGAN's 32x32 (CIFAR) layout, at every size
+
+
+def biggan_chunks(spec: NetSpec) -> int:
+    """How many pieces z splits into: one for the first linear layer and one per up-block."""
+    return _geometry(spec.resolution, "biggan")[1] + 1
+
+
+class ConditionalBatchNorm(nn.Module):
+    """Batch norm whose gain (1 + W_g c) and bias (W_b c) are linear in a conditioning vector c."""
+
+    def __init__(self, channels: int, cond_dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain, self.bias = nn.Linear(cond_dim, channels, bias=False), nn.Linear(cond_dim, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * (1 + self.gain(c))[:, :, None, None] + self.bias(c)[:, :, None, None]
+
+
+class _BigGANUp(nn.Module):
+    """BN(c) - ReLU - upsample - conv - BN(c) - ReLU - conv, plus an upsampled 1x1-conv skip."""
+
+    def __init__(self, cin: int, cout: int, cond_dim: int) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = ConditionalBatchNorm(cin, cond_dim), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.bn2, self.conv2 = ConditionalBatchNorm(cout, cond_dim), nn.Conv2d(cout, cout, 3, 1, 1)
+        self.skip = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.interpolate(F.relu(self.bn1(x, c)), scale_factor=2))
+        h = self.conv2(F.relu(self.bn2(h, c)))
+        return h + self.skip(F.interpolate(x, scale_factor=2))
+
+
+class BigGANGeneratorBody(nn.Module):
+    """Hierarchical latents and class-conditional batch norm with a shared embedding.
+
+    z splits into ``biggan_chunks`` pieces: the first feeds the linear layer that makes the base map, each
+    other one joins the shared class embedding as the conditioning vector of one up-block's batch norms.
+    The embedding is one matrix (labels and InfoGAN codes in, ``z_dim`` out), shared by every block and
+    left out of spectral norm and the orthogonal penalty, as in the paper."""
+
+    def __init__(self, *, spec: NetSpec) -> None:
+        super().__init__()
+        base, n = _geometry(spec.resolution, "biggan")
+        self.z_dim, self.base, self.ch = spec.z_dim, base, spec.width * BIGGAN_MULT
+        self.split = [len(c) for c in torch.arange(spec.z_dim).tensor_split(n + 1)]
+        extra = spec.g_input_dim - spec.z_dim  # one-hot label or InfoGAN codes
+        self.embed_dim = spec.z_dim if extra else 0
+        self.shared = nn.Parameter(torch.randn(extra, self.embed_dim) * 0.02) if extra else None
+        self.fc = nn.Linear(self.split[0], self.ch * base * base)
+        blocks: list[nn.Module] = []
+        self.attention_after = -1
+        res = base
+        for i in range(n):
+            blocks.append(_BigGANUp(self.ch, self.ch, self.split[i + 1] + self.embed_dim))
+            res *= 2
+            if res == spec.attention_res:
+                self.attention_after = i
+        self.blocks = nn.ModuleList(blocks)
+        self.attention = SelfAttention(self.ch) if self.attention_after >= 0 else None
+        self.out = nn.Sequential(nn.BatchNorm2d(self.ch), nn.ReLU(inplace=True),
+                                 nn.Conv2d(self.ch, spec.channels, 3, 1, 1), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunks = x[:, : self.z_dim].split(self.split, dim=1)
+        shared = x[:, self.z_dim:] @ self.shared if self.shared is not None else None
+        h = self.fc(chunks[0]).view(-1, self.ch, self.base, self.base)
+        for i, block in enumerate(self.blocks):
+            c = chunks[i + 1] if shared is None else torch.cat([chunks[i + 1], shared], dim=1)
+            h = block(h, c)
+            if i == self.attention_after:
+                h = self.attention(h)
+        return self.out(h)
+
+    def z_weight(self) -> torch.Tensor:
+        """(outputs, z_dim): every linear map that reads z, each in its own chunk's columns (zeros elsewhere),
+        for SeFa and GANSpace, which factorise what the latent first drives."""
+        rows, start = [], 0
+        maps = [[self.fc]] + [[blk.bn1.gain, blk.bn1.bias, blk.bn2.gain, blk.bn2.bias] for blk in self.blocks]
+        for width, layers in zip(self.split, maps):
+            for layer in layers:
+                w = layer.weight.detach()[:, :width]
+                rows.append(F.pad(w, (start, self.z_dim - start - width)))
+            start += width
+        return torch.cat(rows)
+
+
+def _biggan_d(*, spec: NetSpec, in_channels: int) -> nn.Module:
+    return ResNetDiscriminatorBody(spec=spec, in_channels=in_channels, attention=True, mult=BIGGAN_MULT)
 
 
 # ---------------------------------------------------------------- shared wrappers
@@ -345,6 +440,7 @@ ARCHITECTURES: dict[str, tuple[Builder, Builder, Callable[[nn.Module], None]]] =
     "dcgan": (DCGANGeneratorBody, DCGANDiscriminatorBody, init_normal),
     "resnet": (ResNetGeneratorBody, ResNetDiscriminatorBody, init_xavier),
     "sagan": (_sagan_g, _sagan_d, init_xavier),
+    "biggan": (BigGANGeneratorBody, _biggan_d, init_orthogonal),
 }
 
 
@@ -354,6 +450,9 @@ def check_buildable(architecture: str, spec: NetSpec) -> None:
         raise ConfigError(f"model.overrides.architecture: unknown {architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
     if architecture != "mlp":
         _geometry(spec.resolution, architecture)
+    if architecture == "biggan" and spec.z_dim < biggan_chunks(spec):
+        raise ConfigError(f"model.z_dim: biggan at {spec.resolution}x{spec.resolution} splits z into "
+                          f"{biggan_chunks(spec)} pieces (one for the first layer, one per block); got {spec.z_dim}")
 
 
 def build_networks(architecture: str, spec: NetSpec) -> tuple[Generator, Discriminator]:

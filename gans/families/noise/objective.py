@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from gans.losses import AdversarialLoss, RegContext
 
@@ -33,6 +34,23 @@ class Extras:
     info_weight: float = 1.0
     info_continuous_weight: float = 0.1
     feature_matching: bool = False
+    ortho_weight: float = 0.0
+
+
+def orthogonal_penalty(module: nn.Module) -> torch.Tensor:
+    """BigGAN's orthogonal regularisation: sum over weight matrices W (out, fan_in) of ||W W^T * (1 - I)||_F^2,
+    the filters' pairwise cosines pushed to 0 with their norms left free. Spectral norm's raw weights are the
+    ones penalised; only convolutions' and linear layers' weights, so not BigGAN's shared embedding."""
+    total = None
+    for m in module.modules():
+        if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            continue
+        raw = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+        w = (raw.transpose(0, 1) if isinstance(m, nn.ConvTranspose2d) else raw).float().flatten(1)
+        gram = w @ w.T
+        term = (gram - torch.diag_embed(gram.diagonal())).square().sum()
+        total = term if total is None else total + term
+    return total if total is not None else torch.zeros(())
 
 
 class GANObjective:
@@ -111,6 +129,9 @@ class GANObjective:
             h_plain = h_fake if self.augment is _identity else self.D.features(fake, labels)
             info = self._info_loss(h_plain, labels, z)
             loss, stats["info_g"] = loss + info, info.detach()
+        if self.extras.ortho_weight:
+            ortho = self.extras.ortho_weight * orthogonal_penalty(self.G)
+            loss, stats["ortho_g"] = loss + ortho, ortho.detach()
         stats["loss_g"] = loss.detach()
         return loss, stats
 

@@ -31,7 +31,7 @@ def build_spec(variant: Variant, model: ModelConfig, *, channels: int, resolutio
                    info_continuous=variant.info_continuous if cond == "infogan" else 0,
                    d_norm=variant.d_norm, d_dropout=variant.d_dropout, minibatch_features=variant.minibatch_features,
                    spectral_norm_d="spectral-norm" in variant.regularizers,
-                   spectral_norm_g="spectral-norm" in variant.regularizers and variant.architecture == "sagan",
+                   spectral_norm_g="spectral-norm" in variant.regularizers and variant.architecture in ("sagan", "biggan"),
                    attention_res=variant.attention_res or resolution // 2)
 
 
@@ -41,7 +41,7 @@ def build_objective(variant: Variant, G: nn.Module, D: nn.Module, augment: Augme
     extras = Extras(acgan=variant.conditioning == "acgan", infogan=variant.conditioning == "infogan",
                     info_categories=variant.info_categories, info_continuous=variant.info_continuous,
                     info_weight=variant.info_weight, info_continuous_weight=variant.info_continuous_weight,
-                    feature_matching=variant.feature_matching)
+                    feature_matching=variant.feature_matching, ortho_weight=variant.ortho_weight)
     return GANObjective(generator=G, discriminator=D, loss=LOSSES[variant.loss](**variant.loss_args),
                         regularizers=regs, extras=extras, **({"augment": augment} if augment else {}))
 

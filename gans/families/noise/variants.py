@@ -34,7 +34,8 @@ class Variant(Composition):
     d_dropout: float = 0.0
     minibatch_features: int = 0
     feature_matching: bool = False
-    attention_res: int = 0  # SAGAN: 0 = half the image side
+    attention_res: int = 0  # SAGAN, BigGAN: 0 = half the image side
+    ortho_weight: float = 0.0  # BigGAN: beta of the orthogonal penalty on G's weights (0 = off)
 
     @property
     def conditional(self) -> bool:
@@ -49,6 +50,8 @@ class Variant(Composition):
             regs.append("minibatch-discrimination")
         if self.feature_matching:
             regs.append("feature-matching")
+        if self.ortho_weight:
+            regs.append(f"orthogonal(beta={self.ortho_weight:g})")
         return {"architecture": self.architecture, "loss": loss, "regularizers": ", ".join(regs) or "none",
                 "conditioning": self.conditioning, "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
 
@@ -110,6 +113,11 @@ PRESETS: dict[str, Variant] = {v.name: v for v in [
     Variant(name="sagan", architecture="sagan", loss="hinge", regularizers=("spectral-norm",), d_norm="none",
             lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.9,
             paper="Zhang et al. 2019, Self-Attention GANs (SN in G and D, hinge, TTUR 1e-4/4e-4)"),
+    Variant(name="biggan", architecture="biggan", loss="hinge", regularizers=("spectral-norm",), d_norm="none",
+            conditioning="projection", ortho_weight=1e-4, lr_g=1e-4, lr_d=4e-4, beta1=0.0, beta2=0.999, n_critic=2,
+            paper="Brock et al. 2019, Large Scale GAN Training (class-conditional BN with a shared embedding, "
+                  "hierarchical z, projection D, self-attention, orthogonal penalty 1e-4, hinge, SN in G and D, "
+                  "Adam 1e-4/4e-4 (0, 0.999), 2 D steps; sized down: 4 x width channels in every block)"),
     Variant(name="cdcgan", conditioning="projection",
             paper="DCGAN with a projection discriminator (Miyato and Koyama 2018)"),
 ]}
@@ -128,6 +136,7 @@ def resolve_variant(cfg: ModelConfig) -> Variant:
     require(v.info_categories >= 1, f"{where}.info_categories", f"got {v.info_categories}; expected >= 1")
     for key in ("info_weight", "info_continuous_weight"):
         require(getattr(v, key) >= 0, f"{where}.{key}", f"got {getattr(v, key)}; expected >= 0")
+    require(v.ortho_weight >= 0, f"{where}.ortho_weight", f"got {v.ortho_weight}; expected >= 0")
     require(0 <= v.d_dropout < 1, f"{where}.d_dropout", f"got {v.d_dropout}; expected [0, 1)")
     if "ct" in v.regularizers:
         require(v.d_dropout > 0, f"{where}.d_dropout", "the ct regularizer needs discriminator dropout > 0")
