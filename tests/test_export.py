@@ -23,7 +23,7 @@ from pipeline.cli import main
 CASES = {"dcgan": "digits", "gan": "digits", "cgan": "digits", "infogan": "digits", "sagan": "digits",
          "pix2pix": "mnist5k-edges", "cyclegan": "digits-mnist5k", "discogan": "digits-mnist5k",
          "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives", "improvedgan": "digits", "stylegan2": "digits",
-         "progan": "digits", "biggan": "digits"}
+         "progan": "digits", "biggan": "digits", "stackgan": "digits"}
 OVERRIDES = {"cyclegan": {"g_blocks": 1}, "progan": {"fade_steps": 2, "stable_steps": 1}}  # progan: mid fade-in at step 2
 
 

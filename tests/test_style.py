@@ -2,7 +2,8 @@
 regularisation schedule (R1 and path length counted at their intervals, the Adam settings rescaled), exact
 resume with the state that changes over the run (path-length mean, tracked mean w), and the artifact's latent
 controls (truncation towards the mean w: psi 0 draws one image for every seed; style mixing). ProGAN: the growing
-schedule, fade-ins that start where the stage below ends, and a run resumed inside a fade-in at its alpha."""
+schedule, fade-ins that start where the stage below ends, and a run resumed inside a fade-in at its alpha.
+StackGAN-v2: every stage drawn and judged at its own resolution, colour consistency, conditioning augmentation."""
 
 from __future__ import annotations
 
@@ -197,3 +198,73 @@ def test_progan_resumes_inside_a_fade_in_at_the_same_alpha(tmp_path: Path) -> No
     mean = art.generate([1, 2], None, truncation=0)  # psi acts after the pixel norm, which would undo a scaled z
     assert torch.equal(mean[0], mean[1]) and not torch.equal(art.generate([1], None, truncation=0.5)[0], images[0])
     assert torch.equal(art.generate([2, 1], None, truncation=[1.0, 0.0])[1], mean[0])  # one psi per row
+
+
+# ---------------------------------------------------------------- StackGAN-v2
+
+STACKGAN = ModelConfig(variant="stackgan", width=8, z_dim=8)
+
+
+def test_colour_consistency_is_zero_between_an_image_and_its_upsampled_copy() -> None:
+    from gans.families.style.stacked import color_consistency
+
+    low = torch.rand(4, 3, 8, 8) * 2 - 1
+    same = F.interpolate(low, scale_factor=2, mode="nearest")  # the same pixels, each four times
+    assert float(color_consistency(low, same)) < 1e-10
+    shifted = same + torch.tensor([0.3, 0.0, 0.0])[None, :, None, None]  # a redder copy: the mean term
+    assert float(color_consistency(low, shifted)) == pytest.approx(0.09, rel=1e-4)
+    contrast = same * 2  # the covariance term, with its weight 5: sum of (3 cov)^2 over the 3x3 entries
+    stats = low.flatten(2) - low.flatten(2).mean(2, keepdim=True)
+    cov = stats @ stats.transpose(1, 2) / 64
+    expected = (0 * 1 + 5 * (3 * cov).square().sum((1, 2))).mean() + (low.flatten(2).mean(2)).square().sum(1).mean()
+    assert float(color_consistency(low, contrast)) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_stackgan_draws_every_stage_and_each_discriminator_judges_its_own_resolution(tmp_path: Path) -> None:
+    t = _trainer(tmp_path, model=STACKGAN)
+    t.fit()
+    recipe = t.recipe
+    assert recipe.spec.sides == [4, 8, 16] and len(t.nets["D"].scales) == 3
+    batch = t._next_batch()
+    for net in t.nets.values():
+        net.zero_grad(set_to_none=True)
+    loss, stats = recipe.loss("D", batch)
+    loss.backward()
+    assert {"loss_d0", "loss_d1", "loss_d2"} <= set(stats)
+    for k, d in enumerate(t.nets["D"].scales):  # every discriminator, its conditional head included, learns
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters()), k
+    for net in t.nets.values():
+        net.zero_grad(set_to_none=True)
+    loss, stats = recipe.loss("G", batch)
+    loss.backward()
+    assert {"loss_g0", "loss_g1", "loss_g2", "kl", "color"} <= set(stats) and float(stats["kl"]) > 0
+    assert all(p.grad is not None for p in t.nets["G"].ca.parameters())  # the KL term and c reach the embedding
+    save_torch(t.export(), tmp_path / "generator.pt")
+    art = load_artifact(tmp_path / "generator.pt")
+    assert type(art).__name__ == "StackedArtifact" and art.describe()["stage_resolutions"] == [4, 8, 16]
+    images = art.generate([3, 4, 3], [1, 1, 2])
+    assert images.shape == (3, 1, 16, 16) and torch.equal(art.generate([3], [1])[0], images[0])  # one image per seed
+    z = torch.randn(1, 8).expand(2, -1)
+    with torch.no_grad():  # the class matters (in floats: 8 steps leave eval-mode batch norm drawing near-flat images)
+        a, b = art.generator(z, torch.tensor([1, 2]))
+    assert (a - b).abs().max() > 1e-4
+    stages = art.stages([3, 4], [1, 1])
+    assert [s.shape[-1] for s in stages] == [4, 8, 16] and torch.equal(stages[-1], images[:2])
+    mean = art.generate([3, 4], [1, 1], truncation=0)
+    assert torch.equal(mean[0], mean[1])
+
+
+def test_stackgan_bad_settings_name_the_key() -> None:
+    with pytest.raises(ConfigError, match="model.overrides.stages: 4 stages at 16x16 would start at 2x2"):
+        build_trainer(model=dataclasses.replace(STACKGAN, overrides={"stages": 4}), train=FEW, augment=NO_ADA,
+                      data=DATA, checkpoint_dir="unused")
+    for overrides, fragment in (({"kl_weight": -1}, "model.overrides.kl_weight"),
+                                ({"ca_dim": 0}, "model.overrides.ca_dim")):
+        with pytest.raises(ConfigError, match=fragment):
+            resolve(dataclasses.replace(STACKGAN, overrides=overrides))
+    unlabelled = dataclasses.replace(DATA, labels=None)
+    with pytest.raises(ConfigError, match="stackgan is class-conditional"):
+        build_trainer(model=STACKGAN, train=FEW, augment=NO_ADA, data=unlabelled, checkpoint_dir="unused")
+    t = build_trainer(model=dataclasses.replace(STACKGAN, overrides={"conditional": False, "stages": 2}), train=FEW,
+                      augment=NO_ADA, data=unlabelled, checkpoint_dir="unused")
+    assert t.recipe.spec.sides == [8, 16] and t.recipe.build()["G"].ca is None

@@ -1,4 +1,5 @@
-"""The progressive and style-based family: ProGAN (Karras et al. 2018) and StyleGAN2 (Karras et al. 2020).
+"""The progressive and style-based family: ProGAN (Karras et al. 2018), StyleGAN2 (Karras et al. 2020) and
+StackGAN-v2 (Zhang et al. 2018), the generators that draw at several resolutions.
 Noise-to-image generators whose training the family seam carries beyond two plain phases: lazy R1 and
 path-length regularisation at their own intervals (StyleGAN2), and state that changes over the run (the
 resolution stage and fade-in alpha of ProGAN; the path-length mean and the tracked mean w of StyleGAN2).
@@ -21,11 +22,12 @@ from gans.families.noise import GeneratorArtifact
 from gans.families.noise import evaluate as _evaluate
 from gans.families.style.nets import StyleGenerator, StyleSpec
 from gans.families.style.progressive import ProgressiveGenerator, ProgressiveSpec
+from gans.families.style.stacked import Stacked, StackedRecipe, stacked_generator
 from gans.families.style.recipe import (FAMILY, PRESETS, Progressive, ProgressiveRecipe, Style, StyleRecipe,
                                         resolve_style)
 from gans.sampling import LATENT_RECIPE, Truncation, latents_for_seeds
 
-__all__ = ["STYLE", "ProgressiveArtifact", "StyleArtifact", "StyleFamily"]
+__all__ = ["STYLE", "ProgressiveArtifact", "StackedArtifact", "StyleArtifact", "StyleFamily"]
 
 TRUNCATION_RECIPE = ("optional 'truncation' psi in 0..1 (default 1): the seed's w is moved towards the mean w "
                      "tracked during training (of the row's class, for a class-conditional model), w_avg + psi (w - w_avg) "
@@ -170,6 +172,32 @@ class ProgressiveArtifact(GeneratorArtifact):
                 "truncation": TRUNCATION_RECIPE_PROGAN}
 
 
+class StackedArtifact(GeneratorArtifact):
+    """A trained StackGAN-v2 generator tree: ``generate`` draws its last (highest-resolution) stage, with the
+    class's mean conditioning vector; truncation scales z towards 0, as for the noise-to-image family."""
+
+    family = FAMILY
+
+    def __init__(self, payload: dict[str, Any], device: torch.device | str) -> None:
+        self.generator: nn.Module = stacked_generator(payload).to(device).eval()
+        self.payload, self.device = payload, torch.device(device)
+        self.variant = payload["variant"]["name"]
+        self.spec = payload["spec"]
+        self.z_dim, self.num_classes = self.spec["z_dim"], self.spec["num_classes"]
+        self.classes = tuple(payload.get("classes", ()))
+
+    @torch.no_grad()
+    def stages(self, seeds: Sequence[int], labels: Sequence[int] | None) -> list[torch.Tensor]:
+        """uint8 images of every stage for ``seeds``, lowest resolution first."""
+        y = None if labels is None else torch.as_tensor(list(labels), dtype=torch.int64, device=self.device)
+        images, _, _ = self.generator.eval().stage_images(latents_for_seeds(seeds, self.z_dim).to(self.device), y)
+        return [to_uint8(x).cpu() for x in images]
+
+    def describe(self) -> dict[str, Any]:
+        sides = [self.spec["resolution"] // 2 ** (self.spec["stages"] - 1 - k) for k in range(self.spec["stages"])]
+        return {**super().describe(), "stage_resolutions": sides}
+
+
 class StyleFamily:
     """The :class:`gans.family.Family` of progressive and style-based generators."""
 
@@ -194,11 +222,15 @@ class StyleFamily:
                preview: Dataset | None = None, features: Any = None) -> StyleRecipe | ProgressiveRecipe:
         if isinstance(composition, Progressive):
             return ProgressiveRecipe(composition, model=model, data=data)
+        if isinstance(composition, Stacked):
+            return StackedRecipe(composition, model=model, data=data)
         return StyleRecipe(composition, model=model, data=data)
 
     def load_artifact(self, payload: dict[str, Any], device: torch.device | str) -> GeneratorArtifact:
         if payload.get("architecture") == "progan":
             return ProgressiveArtifact(payload, device)
+        if payload.get("architecture") == "stackgan":
+            return StackedArtifact(payload, device)
         return StyleArtifact(payload, device)
 
     def score(self, artifact: StyleArtifact, ctx: EvalContext) -> dict[str, float]:

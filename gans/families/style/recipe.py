@@ -25,6 +25,7 @@ from gans.config import ConfigError, ModelConfig, override_fields, require, to_d
 from gans.data import Dataset, ImageSet
 from gans.family import Augment, Batch, Composition, OptimizerSpec, Phase, weights
 from gans.families.style.nets import StyleDiscriminator, StyleGenerator, StyleSpec
+from gans.families.style.stacked import STACKGAN, Stacked, resolve_stacked
 from gans.losses import is_compiled
 from gans.sampling import grid_seeds_labels, image_grid
 
@@ -57,7 +58,7 @@ class Style(Composition):
                 "optimizer": self.optimizer_label(), "n_critic": str(self.n_critic)}
 
 
-PRESETS: dict[str, Style | Progressive] = {p.name: p for p in [
+PRESETS: dict[str, Any] = {p.name: p for p in [
     Style(name="stylegan2", lr_g=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99,
           paper="Karras et al. 2020, Analyzing and Improving the Image Quality of StyleGAN (config F: 8-layer mapping, "
                 "style mixing 0.9, lazy R1 gamma 10 every 16, path length 2 every 4, Adam 2e-3 (0, 0.99))"),
@@ -68,13 +69,15 @@ PRESETS: dict[str, Style | Progressive] = {p.name: p for p in [
 ]}
 
 
-def resolve_style(cfg: ModelConfig) -> Style | Progressive:
+def resolve_style(cfg: ModelConfig) -> Any:
     """The preset ``cfg.variant`` with ``cfg.overrides`` applied and checked."""
     require(cfg.variant in PRESETS, "model.variant", f"unknown variant {cfg.variant!r}; allowed values: {', '.join(PRESETS)}")
     where = "model.overrides"
     s = override_fields(PRESETS[cfg.variant], cfg.overrides, where)
     if isinstance(s, Progressive):
         return resolve_progressive(s, where)
+    if isinstance(s, Stacked):
+        return resolve_stacked(s, where)
     s.check_optimizer(where)
     require(s.mapping_layers >= 1, f"{where}.mapping_layers", f"got {s.mapping_layers}; expected >= 1")
     require(0 <= s.style_mixing <= 1, f"{where}.style_mixing", f"got {s.style_mixing}; expected a probability in 0..1")
@@ -280,6 +283,9 @@ PRESETS["progan"] = Progressive(
     paper="Karras et al. 2018, Progressive Growing of GANs (4x4 up to the data's side, each resolution faded in then "
           "stabilised; WGAN-GP lambda 10 with drift 0.001, minibatch std, pixel norm, equalised lr, Adam 1e-3 (0, 0.99); "
           "the paper grows per 800k images, here per fade_steps + stable_steps steps)")
+
+
+PRESETS["stackgan"] = STACKGAN
 
 
 def resolve_progressive(s: Progressive, where: str) -> Progressive:
