@@ -90,3 +90,38 @@ def test_served_stylegan2_answers_with_and_without_latent_controls_and_refuses_b
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def stackgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    params = tiny_params({"model": {"variant": "stackgan", "width": 8, "z_dim": 16},
+                          "train": {"steps": 12, "batch_size": 16, "checkpoint_every": 6, "sample_every": 6,
+                                    "eval_every": 6, "eval_samples": 30},
+                          "evaluate": {"num_samples": 40, "evaluator_epochs": 2, "batch_size": 100,
+                                       "kid_subset_size": 20, "truncation": [1.0, 0.5]}})
+    repo = make_project(tmp_path_factory.mktemp("stackgan"), params)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_stackgan_through_dvc_registers_and_serves_labelled_rows(stackgan: Path) -> None:
+    train, ev, reg = _json(stackgan, "train"), _json(stackgan, "eval"), _json(stackgan, "register")
+    assert train["family"] == "progressive-style" and train["variant"] == "stackgan" and train["steps"] == 12
+    assert ev["fid"] > 0 and "conditional_accuracy" in ev and reg["champion"]
+    art = load_artifact(stackgan / "models/generator.pt")
+    expected = art.generate([3, 4], [1, 7])
+    proc, url = serve_model(stackgan, "--model", "models:/gan-generator/1")
+    try:
+        r = invoke_rows(url, [{"seed": 3, "label": 1}, {"seed": 4, "label": 7}])
+        assert r.status_code == 200, r.text
+        got = [_png(p["png"]) for p in r.json()["predictions"]]
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        for rows_, fragment in (([{"seed": 1}], "label"),
+                                ([{"seed": 1, "label": 2, "mix_seed": 2, "mix_layer": 1}], "mix")):
+            bad = invoke_rows(url, rows_)
+            assert bad.status_code == 400 and fragment in bad.text, (fragment, bad.status_code, bad.text[:300])
+        described = requests.get(f"{url}/model", timeout=30).json()
+        assert described["variant"] == "stackgan" and described["stage_resolutions"] == [4, 8, 16]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

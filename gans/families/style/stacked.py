@@ -43,15 +43,12 @@ class StackedSpec:
     num_classes: int = 0  # 0: unconditional (no conditioning augmentation, unconditional logits only)
     stages: int = 3
     ca_dim: int = 16  # size of the conditioning vector c
+    conditioning: str = "none"  # or "conditioning-augmentation" (with num_classes)
 
     @property
     def sides(self) -> list[int]:
         """The resolutions the generator draws at, lowest first (8, 16, 32 for 32x32 data and 3 stages)."""
         return [self.resolution // 2 ** (self.stages - 1 - k) for k in range(self.stages)]
-
-    @property
-    def conditioning(self) -> str:
-        return "conditioning augmentation" if self.num_classes else "none"
 
 
 def check_spec(spec: StackedSpec, where: str) -> None:
@@ -263,7 +260,8 @@ class StackedRecipe:
         self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
         self.spec = StackedSpec(channels=int(images.images.shape[1]), resolution=int(images.images.shape[-1]),
                                 z_dim=model.z_dim, width=model.width, num_classes=classes if comp.conditional else 0,
-                                stages=comp.stages, ca_dim=comp.ca_dim)
+                                stages=comp.stages, ca_dim=comp.ca_dim,
+                                conditioning="conditioning-augmentation" if comp.conditional else "none")
         check_spec(self.spec, "model.overrides")
         self.streams = {"real": {"images": images.images} | ({"labels": images.labels} if comp.conditional else {})}
         self.phases = (Phase("D", "D", repeats=comp.n_critic), Phase("G", "G", new_batch=False, frozen=("D",)))
