@@ -1,7 +1,8 @@
 """The style-based family end to end: StyleGAN2 (its lazy R1 and path-length phases, style mixing) on the bundled
 digits through a real `dvc repro` in a git repository (FID and the truncation sweep, the explore stage on its
 mapping network), registered (with its ONNX file, which registration checks against PyTorch), `gans sample` with truncation and style mixing, and a real
-model server answering seeds with and without the latent-control columns, and refusing bad ones."""
+model server answering seeds with and without the latent-control columns, and refusing bad ones. StackGAN-v2
+the same way: registered and served with labelled rows."""
 
 from __future__ import annotations
 
@@ -21,17 +22,22 @@ from gans.families import load_artifact
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def stylegan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    params = tiny_params({"model": {"variant": "stylegan2", "width": 8, "z_dim": 16,
-                                    "overrides": {"r1_every": 4, "pl_every": 2}},
-                          "train": {"steps": 20, "batch_size": 16, "checkpoint_every": 10, "sample_every": 10,
-                                    "eval_every": 10, "eval_samples": 30},
+def _reproduced(tmp_path_factory: pytest.TempPathFactory, model: dict, steps: int) -> Path:
+    """A project of the tiny params with ``model``, through `dvc repro` (checkpoints and evaluations twice)."""
+    every = steps // 2
+    params = tiny_params({"model": {"width": 8, "z_dim": 16, **model},
+                          "train": {"steps": steps, "batch_size": 16, "checkpoint_every": every, "sample_every": every,
+                                    "eval_every": every, "eval_samples": 30},
                           "evaluate": {"num_samples": 40, "evaluator_epochs": 2, "batch_size": 100,
                                        "kid_subset_size": 20, "truncation": [1.0, 0.5]}})
-    repo = make_project(tmp_path_factory.mktemp("stylegan2"), params)
+    repo = make_project(tmp_path_factory.mktemp(model["variant"]), params)
     run(["dvc", "repro"], repo)
     return repo
+
+
+@pytest.fixture(scope="module")
+def stylegan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _reproduced(tmp_path_factory, {"variant": "stylegan2", "overrides": {"r1_every": 4, "pl_every": 2}}, 20)
 
 
 def _json(repo: Path, name: str) -> dict:
@@ -94,14 +100,7 @@ def test_served_stylegan2_answers_with_and_without_latent_controls_and_refuses_b
 
 @pytest.fixture(scope="module")
 def stackgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    params = tiny_params({"model": {"variant": "stackgan", "width": 8, "z_dim": 16},
-                          "train": {"steps": 12, "batch_size": 16, "checkpoint_every": 6, "sample_every": 6,
-                                    "eval_every": 6, "eval_samples": 30},
-                          "evaluate": {"num_samples": 40, "evaluator_epochs": 2, "batch_size": 100,
-                                       "kid_subset_size": 20, "truncation": [1.0, 0.5]}})
-    repo = make_project(tmp_path_factory.mktemp("stackgan"), params)
-    run(["dvc", "repro"], repo)
-    return repo
+    return _reproduced(tmp_path_factory, {"variant": "stackgan"}, 12)
 
 
 def test_stackgan_through_dvc_registers_and_serves_labelled_rows(stackgan: Path) -> None:

@@ -120,6 +120,16 @@ def image_set(name: str, data: Dataset, network: str) -> ImageSet:
     return data.images
 
 
+def condition_classes(comp: Any, images: ImageSet) -> int:
+    """How many classes a recipe of ``comp`` conditions on: the data's when ``comp.conditional`` (at least 2, or
+    a ConfigError naming the way out), else 0."""
+    classes = len(images.classes) if images.labels is not None else 0
+    if comp.conditional and classes < 2:
+        raise ConfigError(f"model.variant: {comp.name} is class-conditional and needs labelled data with at least "
+                          f"2 classes; data.source has {classes} (or set model.overrides.conditional: false)")
+    return classes if comp.conditional else 0
+
+
 class StyleRecipe:
     """A :class:`gans.family.Recipe` for StyleGAN2 on one image set (stream ``real``)."""
 
@@ -127,13 +137,10 @@ class StyleRecipe:
 
     def __init__(self, comp: Style, *, model: ModelConfig, data: Dataset) -> None:
         images = image_set(comp.name, data, "StyleGAN2")
-        classes = len(images.classes) if images.labels is not None else 0
-        if comp.conditional and classes < 2:
-            raise ConfigError(f"model.variant: {comp.name} is class-conditional and needs labelled data with at least "
-                              f"2 classes; data.source has {classes} (or set model.overrides.conditional: false)")
+        classes = condition_classes(comp, images)
         self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
         self.spec = style_spec(comp, model, channels=int(images.images.shape[1]),
-                               resolution=int(images.images.shape[-1]), num_classes=classes if comp.conditional else 0)
+                               resolution=int(images.images.shape[-1]), num_classes=classes)
         self.streams = {"real": {"images": images.images} |
                         ({"labels": images.labels} if comp.conditional else {})}
         phases = [Phase("D", "D", repeats=comp.n_critic)]

@@ -249,17 +249,14 @@ class StackedRecipe:
     primary_metric, higher_is_better = "fid", False
 
     def __init__(self, comp: Stacked, *, model: ModelConfig, data: Dataset) -> None:
-        from gans.families.style.recipe import FAMILY, image_set
+        from gans.families.style.recipe import FAMILY, condition_classes, image_set
 
         self.family = FAMILY
         images = image_set(comp.name, data, "StackGAN")
-        classes = len(images.classes) if images.labels is not None else 0
-        if comp.conditional and classes < 2:
-            raise ConfigError(f"model.variant: {comp.name} is class-conditional and needs labelled data with at least "
-                              f"2 classes; data.source has {classes} (or set model.overrides.conditional: false)")
+        classes = condition_classes(comp, images)
         self.comp, self.model_cfg, self.variant, self.classes = comp, model, comp.name, images.classes
         self.spec = StackedSpec(channels=int(images.images.shape[1]), resolution=int(images.images.shape[-1]),
-                                z_dim=model.z_dim, width=model.width, num_classes=classes if comp.conditional else 0,
+                                z_dim=model.z_dim, width=model.width, num_classes=classes,
                                 stages=comp.stages, ca_dim=comp.ca_dim,
                                 conditioning="conditioning-augmentation" if comp.conditional else "none")
         check_spec(self.spec, "model.overrides")
