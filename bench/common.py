@@ -38,6 +38,14 @@ def write_section(title: str, body: str) -> None:
     RESULTS.write_text(text.rstrip() + "\n")
 
 
+def drop_section(title: str) -> None:
+    """Remove the section '## title' of RESULTS.md, if there is one (a section that was renamed)."""
+    if not RESULTS.exists():
+        return
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    RESULTS.write_text(pattern.sub("", RESULTS.read_text()).rstrip() + "\n")
+
+
 # ---------------------------------------------------------------- scratch projects (shared by the benchmarks)
 
 # The tests' tiny workload and scratch git + DVC projects: one copy, in tests/scratch.py (imported by path:

@@ -1,7 +1,8 @@
-"""ProGAN and StyleGAN2 beside DCGAN on the bundled digits; writes the section "Progressive and style-based
-generators (ProGAN, StyleGAN2)" of bench/RESULTS.md.
+"""ProGAN, StyleGAN2, StackGAN-v2 and BigGAN beside DCGAN on the bundled digits; writes the section
+"Progressive, style-based and stacked generators" of bench/RESULTS.md.
 
-    python bench/style.py [--steps 3000] [--batch 64] [--samples 2000] [--runs dcgan:64,progan:32,stylegan2:32]
+    python bench/style.py [--steps 3000] [--batch 64] [--samples 2000]
+                          [--runs dcgan:64,progan:32,stylegan2:32,stackgan:32,biggan:16]
 
 Each run (VARIANT:WIDTH) trains through the pipeline's own prepare, evaluator, train and evaluate stages in
 one scratch folder (bench/out/style: one prepared mnist5k at 32x32 and one domain classifier for all rows),
@@ -26,11 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import drop_section, machine, write_section  # noqa: E402
 from pipeline import stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 WORK = ROOT / "bench/out/style"
+TITLE = "Progressive, style-based and stacked generators"
+OLD_TITLE = "Progressive and style-based generators (ProGAN, StyleGAN2)"  # this section's name before StackGAN
 
 
 def run(args: argparse.Namespace, variant: str, width: int) -> dict:
@@ -71,8 +74,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--runs", default="dcgan:64,progan:32,stylegan2:32")
-    ap.add_argument("--title", default="Progressive and style-based generators (ProGAN, StyleGAN2)")
+    ap.add_argument("--runs", default="dcgan:64,progan:32,stylegan2:32,stackgan:32,biggan:16")
+    ap.add_argument("--title", default=TITLE)
     ap.add_argument("--rerun", action="store_true", help="train every row again, even one kept in rows.json")
     args = ap.parse_args()
     load = os.getloadavg()
@@ -103,10 +106,15 @@ def main() -> None:
                 "real holdout (domain features). ProGAN is the `progan` preset (4x4 to 32x32, each resolution faded in "
                 "over 300 steps and stabilised for 300: 32x32 fades in from step 1,500). StyleGAN2 "
                 "is the `stylegan2` preset (config F: 8-layer mapping, style mixing 0.9, lazy R1 gamma 10 every 16 "
-                "steps, path length 2 every 4). For context (different data, published): StyleGAN2-ADA reaches FID "
-                "2.42 on CIFAR-10, class-conditional; ProGAN an IS of 8.80 on CIFAR-10.\n\n"
+                "steps, path length 2 every 4). StackGAN is the `stackgan` preset (class-conditional, stages at 8, "
+                "16 and 32, a discriminator each); BigGAN the `biggan` preset (noise-to-image family; 4 x width "
+                "channels, so width 16 has 64). For context (different data, published): StyleGAN2-ADA reaches FID "
+                "2.42 on CIFAR-10, class-conditional; ProGAN an IS of 8.80 on CIFAR-10; BigGAN an FID of 14.73 on "
+                "CIFAR-10 (class-conditional).\n\n"
                 + table(rows))
         write_section(args.title, body)
+        if args.title != OLD_TITLE:
+            drop_section(OLD_TITLE)
 
 
 if __name__ == "__main__":
