@@ -326,7 +326,9 @@ class StackedRecipe:
         pass
 
     def compile(self) -> None:
-        self.G.compile()
+        """The generator's ``stage_images`` (what the phases call; ``forward`` only draws the last stage) and each
+        discriminator; the EMA copy was made before and stays eager."""
+        self.G.stage_images = torch.compile(self.G.stage_images)
         for d in self.D.scales:
             d.compile()
 
