@@ -33,22 +33,23 @@ def init_normal(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def init_xavier(module: nn.Module) -> None:
-    """Xavier-uniform weights and zero biases for convolutions and linear layers (ResNet GANs)."""
+def _init_conv_linear(module: nn.Module, init_weight) -> None:
+    """``init_weight`` on every convolution's and linear layer's weight, zero biases."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.xavier_uniform_(m.weight)
+            init_weight(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def init_xavier(module: nn.Module) -> None:
+    """Xavier-uniform weights and zero biases for convolutions and linear layers (ResNet GANs)."""
+    _init_conv_linear(module, nn.init.xavier_uniform_)
 
 
 def init_orthogonal(module: nn.Module) -> None:
     """Orthogonal weights and zero biases for convolutions and linear layers (BigGAN)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.orthogonal_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+    _init_conv_linear(module, nn.init.orthogonal_)
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
