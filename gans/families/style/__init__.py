@@ -194,8 +194,7 @@ class StackedArtifact(GeneratorArtifact):
         return [to_uint8(x).cpu() for x in images]
 
     def describe(self) -> dict[str, Any]:
-        sides = [self.spec["resolution"] // 2 ** (self.spec["stages"] - 1 - k) for k in range(self.spec["stages"])]
-        return {**super().describe(), "stage_resolutions": sides}
+        return {**super().describe(), "stage_resolutions": self.generator.spec.sides}
 
 
 class StyleFamily:

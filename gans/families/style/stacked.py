@@ -292,9 +292,10 @@ class StackedRecipe:
             # a real image with another class: the conditional logit must call the pair fake (matching-aware)
             wrong = None if y is None else (y + torch.randint(1, len(self.classes), y.shape, device=y.device)) % len(self.classes)
             total, stats = 0.0, {}
-            real_outs = self.D([self.augment(x) for x in self._reals(real)], y)
+            reals = self._reals(real)
+            real_outs = self.D([self.augment(x) for x in reals], y)
             fake_outs = self.D([self.augment(x) for x in fakes], y)
-            wrong_outs = self.D([self.augment(x) for x in self._reals(real)], wrong) if y is not None else None
+            wrong_outs = self.D([self.augment(x) for x in reals], wrong) if y is not None else None
             for k, ((ru, rc), (fu, fc)) in enumerate(zip(real_outs, fake_outs)):
                 loss = w * (_bce(ru, 1.0) + _bce(fu, 0.0))
                 if rc is not None:
