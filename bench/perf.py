@@ -68,7 +68,7 @@ from bench.common import (
 
 PRESETS = ("dcgan", "wgan-gp", "sngan", "sagan")
 DEFAULT_PARTS = "throughput,translation,pipeline,memory,serving"
-STAGE_NAMES = ("prepare", "augment", "evaluator", "train", "evaluate", "register")
+STAGE_NAMES = ("prepare", "augment", "evaluator", "train", "evaluate", "explore", "register")
 MARK = "PERF_JSON "
 # Per-mode settings: seconds per timing window, interleaved rounds, and the sizes of the other parts.
 MODES = {

@@ -103,7 +103,8 @@ def test_signals_reach_the_stage_and_a_killed_command_takes_its_stage_along(proj
     warm = _warm(env)
     long = [f"{BIN}/gans", "train", *TRAIN, *tracking, "-S", "train.steps=1000000", "-S", "train.checkpoint_every=5"]
     # SIGINT (Ctrl-C) to the command: the stage stops as it would in its own process, resumable.
-    proc = subprocess.Popen(long, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(long, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     stage = _stage_child(warm, repo)
     _wait_for(lambda: list((repo / "models/checkpoints").glob("ckpt-*.pt")), "a first checkpoint")
     proc.send_signal(signal.SIGINT)
@@ -121,6 +122,11 @@ def test_signals_reach_the_stage_and_a_killed_command_takes_its_stage_along(proj
     assert warm.is_running()
     done = _gans(repo, env, "train", *TRAIN, *tracking, "-S", "train.steps=2")
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _interruptible() -> None:
+    """As in a terminal: SIGINT not ignored (a process inherits an ignored SIGINT, and pytest's may have one)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(condition, what: str, timeout: float = 300) -> None:
