@@ -321,8 +321,9 @@ def serve(path: str, idle: float) -> None:
     finally:
         if os.getpid() == me:
             try:
-                if os.path.exists(path):
-                    os.unlink(path)
+                for leftover in (path, path + ".lock"):
+                    if os.path.exists(leftover):
+                        os.unlink(leftover)
             finally:
                 lock.close()
 
