@@ -118,8 +118,8 @@ def run_warm(path: str, argv: list[str]) -> int | None:
     reply = _recv_exact(conn, _STATUS.size)
     conn.close()
     if len(reply) < _STATUS.size or reply[:1] != b"X":
-        print(f"error: the warm process running this stage (pid {child}) went away; rerun with GANS_WARM=0 if "
-              "this repeats", file=sys.stderr)
+        print(f"error: the warm process quit before this stage (pid {child}) reported its end; rerun the same "
+              "command to resume (GANS_WARM=0 runs stages in their own processes)", file=sys.stderr)
         return 1 << 8
     return _STATUS.unpack(reply)[1]
 
