@@ -145,3 +145,89 @@ def test_no_warm_process_once_the_cuda_driver_is_mapped() -> None:
     assert cuda_driver_loaded(line.format("/usr/lib/x86_64-linux-gnu/libcuda.so.550.54.15"))
     assert not cuda_driver_loaded(line.format("/venv/lib/python3.11/site-packages/nvidia/cuda_runtime/lib/libcudart.so.12"))
     assert not cuda_driver_loaded(line.format("/usr/lib/x86_64-linux-gnu/libc.so.6"))
+
+
+EXIT_PROBE = """
+import atexit, os, sys, threading, time
+from pipeline.warm import _exit_without_teardown
+
+out = sys.argv[1]
+
+def stage():
+    def late():
+        time.sleep(0.3)
+        open(out + ".thread", "w").close()
+    threading.Thread(target=late).start()
+    atexit.register(lambda: open(out + ".atexit", "w").close())
+    sys.stdout.write("buffered, no newline")
+    return {result}
+
+_exit_without_teardown(stage)
+print("not reached")
+"""
+
+
+@pytest.mark.parametrize(("result", "code", "stderr"), [("3", 3, ""), ("None", 0, ""),
+                                                        ("sys.exit('gone: bad key')", 1, "gone: bad key\n")])
+def test_a_stage_skips_only_the_teardown_of_its_exit(tmp_path: Path, result: str, code: int, stderr: str) -> None:
+    """A stage ends without the interpreter's teardown (seconds of freeing a heap shared with the warm process),
+    but with everything else an exit owes it: its threads finish, its atexit handlers run, its output is flushed,
+    and its status (a return value or SystemExit) is the command's."""
+    out = tmp_path / "probe"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout buffered, as for a stage
+    proc = subprocess.run([f"{BIN}/python", "-c", EXIT_PROBE.format(result=result), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stdout == "buffered, no newline" and proc.stderr == stderr
+    assert (tmp_path / "probe.thread").is_file() and (tmp_path / "probe.atexit").is_file()
+
+
+def _serve_once(path: Path, pid: int, status: int) -> None:
+    """Listen at ``path`` like a warm process and report one command's stage (``pid``) as ended with ``status``."""
+    import json
+    import socket
+
+    from pipeline.warm import _LEN, _STATUS, _recv_exact
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        conn, _ = listener.accept()
+        with conn:
+            head, fds, _, _ = socket.recv_fds(conn, _LEN.size, 3)
+            head += _recv_exact(conn, _LEN.size - len(head))
+            assert json.loads(_recv_exact(conn, _LEN.unpack(head)[0]))["argv"] == ["gans", "train"]
+            for fd in fds:
+                os.close(fd)
+            conn.sendall(_STATUS.pack(b"P", pid) + _STATUS.pack(b"X", status))
+
+
+def test_a_stage_command_waits_for_a_warm_process_that_is_still_importing(tmp_path: Path) -> None:
+    """The lock file names a live process and no socket listens yet: the command waits and is served once the
+    socket appears. A lock file naming a dead or zombie process, or nobody, makes it run the stage itself."""
+    import threading
+
+    from pipeline.warm import _starting, run_when_ready
+
+    path = tmp_path / "key.sock"
+    importing = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "key.sock.lock").write_text(str(importing.pid))
+        server = threading.Thread(target=lambda: (time.sleep(1.0), _serve_once(path, importing.pid, 3 << 8)),
+                                  daemon=True)
+        server.start()
+        assert run_when_ready(str(path), ["gans", "train"], wait=60) == 3 << 8
+        server.join()
+        path.unlink()
+        assert _starting(str(path))
+        importing.kill()
+        _wait_for(lambda: psutil.Process(importing.pid).status() == psutil.STATUS_ZOMBIE, "a zombie", 30)
+        assert not _starting(str(path))  # not reaped yet, and importing nothing
+        importing.wait()
+        assert not _starting(str(path))
+        assert run_when_ready(str(path), ["gans", "train"], wait=60) is None  # the command runs the stage itself
+        (tmp_path / "key.sock.lock").write_text("")  # a warm process that quit (the CUDA case)
+        assert not _starting(str(path))
+    finally:
+        importing.kill()
+        importing.wait()
