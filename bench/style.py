@@ -42,7 +42,7 @@ def run(args: argparse.Namespace, variant: str, width: int) -> dict:
         params = load_params(ROOT / "params.yaml", [
             "data.source=mnist5k", "data.resolution=32", f"model.variant={variant}", f"model.width={width}",
             f"train.steps={args.steps}", f"train.batch_size={args.batch}", "train.eval_every=0",
-            "train.sample_every=100000", f"train.checkpoint_every={args.steps}", "augment.ada.enabled=false",
+            "train.sample_every=100000", f"train.checkpoint_every={min(args.steps, 500)}", "augment.ada.enabled=false",
             f"evaluate.num_samples={args.samples}", "evaluate.truncation=[1.0, 0.5]",
             f"tracking.uri=sqlite:///{WORK}/mlflow.db"])
         if not Path("metrics/evaluator.json").is_file():
