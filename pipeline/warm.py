@@ -10,11 +10,12 @@ exits with the child's status. SIGINT, SIGTERM, SIGHUP and SIGQUIT sent to the c
 command that dies (SIGKILL, a killed process group) takes its child with it.
 
 When no warm process answers, the command runs the stage itself, as always, and starts one in the background
-for the next stage; a command that finds that one still importing waits for it (up to ``START_WAIT`` s). A stage
-ends without the interpreter's teardown (see ``_exit_without_teardown``): seconds saved per stage. A warm process serves only commands with the same interpreter, installed packages, project
-code folder, resource limits and import-time environment (OMP_*, MKL_*, CUDA_*, PYTHON*, ...): anything else
-gets its own. It exits after ``GANS_WARM_IDLE`` seconds (120) without a running stage. ``GANS_WARM=0`` turns
-it off (every stage then runs in its own fresh interpreter).
+for the next stage; a command that finds that one still importing waits for it (up to ``START_WAIT`` s). A
+stage ends without the interpreter's teardown (see ``_exit_without_teardown``): seconds saved per stage. A warm
+process serves only commands with the same interpreter, installed packages, project code folder, resource
+limits and import-time environment (OMP_*, MKL_*, CUDA_*, PYTHON*, ...): anything else gets its own. It exits
+after ``GANS_WARM_IDLE`` seconds (120) without a running stage. ``GANS_WARM=0`` turns it off (every stage then
+runs in its own fresh interpreter).
 
 This module imports only the standard library at the top: the command must start fast.
 """
