@@ -153,6 +153,18 @@ def _starting(path: str) -> bool:
     return pid > 0 and bool(state) and state[0] not in "ZXx"  # a zombie is not importing anything
 
 
+def read_request(conn: socket.socket, fds: list[int]) -> dict:
+    """What :func:`run_warm` sends: the request, and the command's three streams appended to ``fds`` (which the
+    caller closes if this raises)."""
+    head, received, _, _ = socket.recv_fds(conn, _LEN.size, 3)
+    fds.extend(received)
+    head += _recv_exact(conn, _LEN.size - len(head))
+    request = json.loads(_recv_exact(conn, _LEN.unpack(head)[0]))
+    if len(fds) != 3:
+        raise ValueError("three streams expected")
+    return request
+
+
 def _exit_like(status: int) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code < 0:  # the child died of a signal: so does the command, for whoever waits on it
@@ -366,12 +378,7 @@ def serve(path: str, idle: float) -> None:
                 fds: list[int] = []
                 try:
                     conn.settimeout(10)
-                    head, fds, _, _ = socket.recv_fds(conn, _LEN.size, 3)
-                    head += _recv_exact(conn, _LEN.size - len(head))
-                    body = _recv_exact(conn, _LEN.unpack(head)[0])
-                    request = json.loads(body)
-                    if len(fds) != 3:
-                        raise ValueError("three streams expected")
+                    request = read_request(conn, fds)
                 except (OSError, ValueError, struct.error):
                     for fd in fds:
                         os.close(fd)

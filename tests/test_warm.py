@@ -184,19 +184,17 @@ def test_a_stage_skips_only_the_teardown_of_its_exit(tmp_path: Path, result: str
 
 def _serve_once(path: Path, pid: int, status: int) -> None:
     """Listen at ``path`` like a warm process and report one command's stage (``pid``) as ended with ``status``."""
-    import json
     import socket
 
-    from pipeline.warm import _LEN, _STATUS, _recv_exact
+    from pipeline.warm import _STATUS, read_request
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
         listener.bind(str(path))
         listener.listen(1)
         conn, _ = listener.accept()
         with conn:
-            head, fds, _, _ = socket.recv_fds(conn, _LEN.size, 3)
-            head += _recv_exact(conn, _LEN.size - len(head))
-            assert json.loads(_recv_exact(conn, _LEN.unpack(head)[0]))["argv"] == ["gans", "train"]
+            fds: list[int] = []
+            assert read_request(conn, fds)["argv"] == ["gans", "train"]
             for fd in fds:
                 os.close(fd)
             conn.sendall(_STATUS.pack(b"P", pid) + _STATUS.pack(b"X", status))
