@@ -24,7 +24,8 @@ CASES = {"dcgan": "digits", "gan": "digits", "cgan": "digits", "infogan": "digit
          "pix2pix": "mnist5k-edges", "cyclegan": "digits-mnist5k", "discogan": "digits-mnist5k",
          "dualgan": "digits-mnist5k", "cogan": "mnist5k-negatives", "improvedgan": "digits", "stylegan2": "digits",
          "progan": "digits", "biggan": "digits", "stackgan": "digits"}
-OVERRIDES = {"cyclegan": {"g_blocks": 1}, "progan": {"fade_steps": 2, "stable_steps": 1}}  # progan: mid fade-in at step 2
+OVERRIDES = {"cyclegan": {"g_blocks": 1}, "progan": {"fade_steps": 2, "stable_steps": 1},
+             "stackgan": {"ca_dim": 4}}  # progan: mid fade-in at step 2
 
 
 def _artifact(tmp: Path, variant: str):

@@ -202,7 +202,7 @@ def test_progan_resumes_inside_a_fade_in_at_the_same_alpha(tmp_path: Path) -> No
 
 # ---------------------------------------------------------------- StackGAN-v2
 
-STACKGAN = ModelConfig(variant="stackgan", width=8, z_dim=8)
+STACKGAN = ModelConfig(variant="stackgan", width=8, z_dim=8, overrides={"ca_dim": 4})  # z: 4 of noise, 4 of eps
 
 
 def test_colour_consistency_is_zero_between_an_image_and_its_upsampled_copy() -> None:
@@ -252,6 +252,49 @@ def test_stackgan_draws_every_stage_and_each_discriminator_judges_its_own_resolu
     assert [s.shape[-1] for s in stages] == [4, 8, 16] and torch.equal(stages[-1], images[:2])
     mean = art.generate([3, 4], [1, 1], truncation=0)
     assert torch.equal(mean[0], mean[1])
+
+
+def test_stackgan_draws_the_conditioning_noise_from_the_latent(tmp_path: Path) -> None:
+    """A loaded model draws c = mean + sigma * eps with eps the latent's last ca_dim entries, as training did;
+    drawing c at its mean collapsed each class to nearly one image (recall 0.09 against 0.61)."""
+    t = _trainer(tmp_path, model=STACKGAN)
+    t.fit()
+    save_torch(t.export(), tmp_path / "generator.pt")
+    g = load_artifact(tmp_path / "generator.pt").generator
+    assert not g.training and g.spec.noise_dim == 4 and g.fc[0].in_features == 4 + 4
+    y = torch.tensor([1, 1])
+    z = torch.randn(1, 8).expand(2, -1).clone()
+    z[1, 4:] += 1.0  # the same noise, other eps
+    with torch.no_grad():
+        mu, logvar = g.ca(y)
+        c, _, _ = g.condition(y, z[:, 4:])
+        a, b = g(z, y)
+    assert torch.allclose(c, mu + z[:, 4:] * (0.5 * logvar).exp())
+    assert (a - b).abs().max() > 1e-4  # eps alone changes the image in eval mode
+    with pytest.raises(ConfigError, match="model.z_dim: got 4 with model.overrides.ca_dim 4"):
+        build_trainer(model=dataclasses.replace(STACKGAN, z_dim=4), train=FEW, augment=NO_ADA, data=DATA,
+                      checkpoint_dir="unused")
+
+
+def test_a_stackgan_artifact_from_before_eps_joined_the_latent_still_loads(tmp_path: Path) -> None:
+    """Its spec has no ``latent_ca``: z and c side by side in the first layer, c = mean when drawing."""
+    from dataclasses import asdict
+
+    from gans.data import to_uint8
+    from gans.families.style.stacked import StackedGenerator, StackedSpec
+    from gans.sampling import latents_for_seeds
+
+    spec = StackedSpec(channels=1, resolution=16, z_dim=8, width=8, num_classes=10, ca_dim=4,
+                       conditioning="conditioning-augmentation")
+    g = StackedGenerator(spec).eval()
+    assert g.fc[0].in_features == 8 + 4
+    t = _trainer(tmp_path, model=STACKGAN)
+    old_spec = {k: v for k, v in asdict(spec).items() if k != "latent_ca"}
+    save_torch({**t.recipe.export({"G_ema": g}, 0), "spec": old_spec}, tmp_path / "old.pt")
+    art = load_artifact(tmp_path / "old.pt")
+    with torch.no_grad():
+        expected = to_uint8(g(latents_for_seeds([5, 6], 8), torch.tensor([2, 3])))
+    assert torch.equal(art.generate([5, 6], [2, 3]), expected)
 
 
 def test_stackgan_bad_settings_name_the_key() -> None:

@@ -100,7 +100,7 @@ def test_served_stylegan2_answers_with_and_without_latent_controls_and_refuses_b
 
 @pytest.fixture(scope="module")
 def stackgan(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _reproduced(tmp_path_factory, {"variant": "stackgan"}, 12)
+    return _reproduced(tmp_path_factory, {"variant": "stackgan", "overrides": {"ca_dim": 8}}, 12)
 
 
 def test_stackgan_through_dvc_registers_and_serves_labelled_rows(stackgan: Path) -> None:

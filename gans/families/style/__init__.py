@@ -173,8 +173,9 @@ class ProgressiveArtifact(GeneratorArtifact):
 
 
 class StackedArtifact(GeneratorArtifact):
-    """A trained StackGAN-v2 generator tree: ``generate`` draws its last (highest-resolution) stage, with the
-    class's mean conditioning vector; truncation scales z towards 0, as for the noise-to-image family."""
+    """A trained StackGAN-v2 generator tree: ``generate`` draws its last (highest-resolution) stage, the
+    conditioning vector's noise taken from the latent; truncation scales z (and so c's noise) towards 0, as
+    for the noise-to-image family."""
 
     family = FAMILY
 

@@ -7,8 +7,13 @@ an image there; each later stage joins c to the features again, refines them wit
 doubles the side, drawing the next image. c comes from a learned class embedding through conditioning
 augmentation: a linear map gives a mean and a log-variance, c = mean + sigma * eps while training, with the
 KL divergence to N(0, I) in the generator's loss (the paper's text embedding stands where the class
-embedding is; the bundled data has no captions). A loaded artifact draws with c = mean, so a seed and a
-label give one image.
+embedding is; the bundled data has no captions). eps is part of the latent: the last ``ca_dim`` entries of
+z, the rest is the noise the generator's first layer sees. So drawing samples draws c the way training did
+(a seed and a label still give one image), and truncation pulls c towards its mean with the rest of z.
+Drawing c at its mean instead collapses each class to nearly one image: the generator learns to take most
+of a class's variety from eps (bench/RESULTS.md, "Progressive, style-based and stacked generators": recall
+0.09 with c = mean, 0.61 with c drawn, the same weights). Artifacts written before eps joined the latent
+(spec without ``latent_ca``) keep their layout: z and c side by side, c = mean when drawing.
 
 Each discriminator is a joint conditional and unconditional one (the paper's JCU): strided convolutions to
 4x4, an unconditional logit, and a conditional logit after c's class embedding joins the 4x4 features. Real
@@ -44,6 +49,12 @@ class StackedSpec:
     stages: int = 3
     ca_dim: int = 16  # size of the conditioning vector c
     conditioning: str = "none"  # or "conditioning-augmentation" (with num_classes)
+    latent_ca: bool = False  # the last ca_dim entries of z are c's noise eps (False: the layout of older artifacts)
+
+    @property
+    def noise_dim(self) -> int:
+        """The entries of z that reach the first layer as noise (z_dim less eps's, when eps is in z)."""
+        return self.z_dim - self.ca_dim if self.num_classes and self.latent_ca else self.z_dim
 
     @property
     def sides(self) -> list[int]:
@@ -58,6 +69,10 @@ def check_spec(spec: StackedSpec, where: str) -> None:
         raise ConfigError(f"{where}.stages: {spec.stages} stages at {r}x{r} would start at "
                           f"{spec.sides[0]}x{spec.sides[0]}; the first stage needs at least 4x4 (at most "
                           f"{int(math.log2(r)) - 1} stages)")
+    if spec.num_classes and spec.latent_ca and spec.z_dim <= spec.ca_dim:
+        raise ConfigError(f"model.z_dim: got {spec.z_dim} with {where}.ca_dim {spec.ca_dim}; the last ca_dim entries "
+                          f"of the latent are the conditioning noise, so z_dim must exceed ca_dim (raise "
+                          f"model.z_dim or lower {where}.ca_dim)")
 
 
 class _GLUBlock(nn.Sequential):
@@ -101,7 +116,7 @@ class StackedGenerator(nn.Module):
         n0 = int(math.log2(spec.sides[0] // 4))  # up-blocks from 4x4 to the first stage
         c4 = ch * 2 ** n0
         cond = spec.ca_dim if spec.num_classes else 0
-        self.fc = nn.Sequential(nn.Linear(spec.z_dim + cond, 2 * c4 * 16, bias=False), nn.BatchNorm1d(2 * c4 * 16),
+        self.fc = nn.Sequential(nn.Linear(spec.noise_dim + cond, 2 * c4 * 16, bias=False), nn.BatchNorm1d(2 * c4 * 16),
                                 nn.GLU(1))
         self.first = nn.Sequential(*[_GLUBlock(c4 // 2 ** k, c4 // 2 ** (k + 1), up=True) for k in range(n0)])
         self.joins = nn.ModuleList([_GLUBlock(ch + cond, ch) for _ in range(spec.stages - 1)])
@@ -114,20 +129,25 @@ class StackedGenerator(nn.Module):
         if self.ca is not None:  # the class embedding stands for a text embedding: unit scale, not N(0, 0.02)
             nn.init.normal_(self.ca.embed.weight)
 
-    def condition(self, y: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None,
-                                                                  torch.Tensor | None]:
-        """(c, mean, log-variance): c sampled around the mean while training, the mean itself in eval mode."""
+    def condition(self, y: torch.Tensor | None, eps: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """(c, mean, log-variance): c = mean + sigma * eps. eps is the latent's (``latent_ca``); without it
+        (older artifacts) c is drawn around the mean while training and is the mean itself in eval mode."""
         if self.ca is None:
             return None, None, None
         if y is None:
             raise ValueError("this generator is class-conditional: labels are required")
         mu, logvar = self.ca(y)
-        c = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        if eps is None and self.training:
+            eps = torch.randn_like(mu)
+        c = mu if eps is None else mu + eps.to(mu.dtype) * (0.5 * logvar).exp()
         return c, mu, logvar
 
     def stage_images(self, z: torch.Tensor, y: torch.Tensor | None = None
                      ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
-        c, mu, logvar = self.condition(y)
+        n = self.spec.noise_dim
+        c, mu, logvar = self.condition(y, z[:, n:] if n < self.spec.z_dim else None)
+        z = z[:, :n]
         h = self.fc(z if c is None else torch.cat([z, c], dim=1)).unflatten(1, (-1, 4, 4))
         h = self.first(h)
         images = [self.to_images[0](h)]
@@ -258,7 +278,8 @@ class StackedRecipe:
         self.spec = StackedSpec(channels=int(images.images.shape[1]), resolution=int(images.images.shape[-1]),
                                 z_dim=model.z_dim, width=model.width, num_classes=classes,
                                 stages=comp.stages, ca_dim=comp.ca_dim,
-                                conditioning="conditioning-augmentation" if comp.conditional else "none")
+                                conditioning="conditioning-augmentation" if comp.conditional else "none",
+                                latent_ca=True)
         check_spec(self.spec, "model.overrides")
         self.streams = {"real": {"images": images.images} | ({"labels": images.labels} if comp.conditional else {})}
         self.phases = (Phase("D", "D", repeats=comp.n_critic), Phase("G", "G", new_batch=False, frozen=("D",)))
