@@ -56,11 +56,12 @@ def first_layer(generator: nn.Module) -> nn.Module:
 
 def z_weight(generator: nn.Module, z_dim: int) -> torch.Tensor:
     """A of the first layer restricted to z's inputs: (outputs, z_dim), float32 on the CPU. Labels and InfoGAN
-    codes enter through other columns and are left out. A body that feeds z to several layers (BigGAN's
-    hierarchical latents) says so with its own ``z_weight()``."""
-    body = getattr(generator, "body", None)
-    if hasattr(body, "z_weight"):
-        return body.z_weight().float().cpu()
+    codes enter through other columns and are left out. A generator (or its body) whose z does not enter as the
+    first layer's first columns (BigGAN's hierarchical latents, StackGAN's conditioning noise) says so with its
+    own ``z_weight()``."""
+    for owner in (generator, getattr(generator, "body", None)):
+        if hasattr(owner, "z_weight"):
+            return owner.z_weight().float().cpu()
     layer = first_layer(generator)
     weight = layer.weight.detach().float().cpu()
     if isinstance(layer, nn.Linear):  # (out, in)

@@ -271,6 +271,12 @@ def test_stackgan_draws_the_conditioning_noise_from_the_latent(tmp_path: Path) -
         a, b = g(z, y)
     assert torch.allclose(c, mu + z[:, 4:] * (0.5 * logvar).exp())
     assert (a - b).abs().max() > 1e-4  # eps alone changes the image in eval mode
+    from gans import latent
+
+    w, sigma = g.fc[0].weight.detach(), (0.5 * g.ca(torch.arange(10))[1].detach()).exp().mean(0)
+    a_z = latent.z_weight(g, 8)  # SeFa's view of the latent: noise columns as they are, eps's through sigma
+    assert a_z.shape == (w.shape[0], 8) and torch.equal(a_z[:, :4], w[:, :4])
+    assert torch.allclose(a_z[:, 4:], w[:, 4:] * sigma)
     with pytest.raises(ConfigError, match="model.z_dim: got 4 with model.overrides.ca_dim 4"):
         build_trainer(model=dataclasses.replace(STACKGAN, z_dim=4), train=FEW, augment=NO_ADA, data=DATA,
                       checkpoint_dir="unused")

@@ -143,6 +143,18 @@ class StackedGenerator(nn.Module):
         c = mu if eps is None else mu + eps.to(mu.dtype) * (0.5 * logvar).exp()
         return c, mu, logvar
 
+    def z_weight(self) -> torch.Tensor:
+        """(outputs, z_dim): the first layer's response to the latent, for SeFa. The noise entries reach it as
+        they are; eps reaches it through c = mean + sigma * eps, so its columns are c's scaled by sigma (the
+        mean over classes: sigma depends on the class)."""
+        weight = self.fc[0].weight.detach()
+        n = self.spec.noise_dim
+        if self.ca is None or n == self.spec.z_dim:
+            return weight[:, :self.spec.z_dim]
+        with torch.no_grad():
+            _, logvar = self.ca(torch.arange(self.spec.num_classes, device=weight.device))
+        return torch.cat([weight[:, :n], weight[:, n:] * (0.5 * logvar).exp().mean(0)], dim=1)
+
     def stage_images(self, z: torch.Tensor, y: torch.Tensor | None = None
                      ) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         n = self.spec.noise_dim
