@@ -5,7 +5,10 @@ generator's FID/IS, and training speed. Writes the section "Semi-supervised clas
 bench/RESULTS.md.
 
     python bench/semisup.py [--labels 10] [--steps 1500] [--width 32] [--samples 2000]
-                            [--presets improvedgan,catgan,triplegan] [--draws 3]
+                            [--presets improvedgan,catgan,triplegan] [--draws 3] [--eval-every N]
+
+With --eval-every N the runs score their EMA classifier on the holdout every N steps as well (the pipeline's
+periodic evaluation), and each row lists those errors: how far from converged a budget leaves a preset.
 
 With --draws N, each preset trains once per label draw (data.seed 0..N-1: each seed its own holdout split and
 labelled subset, prepared in its own folder) and the table gives the mean and the spread (min-max) over draws.
@@ -14,6 +17,7 @@ labelled subset, prepared in its own folder) and the table gives the mean and th
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
@@ -25,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, write_section  # noqa: E402
 from gans.families import family_of  # noqa: E402
-from pipeline import stages  # noqa: E402
+from pipeline import paths, stages  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 WORK = ROOT / "bench/out/semisup"
@@ -38,8 +42,8 @@ PUBLISHED = ("Published test errors with 100 labels on MNIST (10 per class; 60,0
 def overrides(args: argparse.Namespace) -> list[str]:
     return [f"train.steps={args.steps}", f"model.width={args.width}", f"evaluate.num_samples={args.samples}",
             f"data.labels_per_class={args.labels}", f"tracking.uri=sqlite:///{WORK}/mlflow.db",
-            "train.sample_every=100000", f"train.checkpoint_every={args.steps}", "train.eval_every=0",
-            "augment.ada.enabled=false"]
+            "train.sample_every=100000", f"train.checkpoint_every={min(args.steps, 2000)}",
+            f"train.eval_every={args.eval_every}", "augment.ada.enabled=false"]
 
 
 def run(name: str, args: argparse.Namespace, seed: int) -> dict:
@@ -50,7 +54,13 @@ def run(name: str, args: argparse.Namespace, seed: int) -> dict:
     ev = stages.evaluate(params)
     return {"variant": name, "seed": seed, "known": ev["known_labels"], "error": ev["error"], "baseline": ev["baseline_error"],
             "fid": ev["fid"], "is": ev["is"], "acc": ev.get("conditional_accuracy"), "img_per_s": train["img_per_s"],
-            "train_s": train["seconds"], "seconds": time.perf_counter() - started}
+            "train_s": train["seconds"], "seconds": time.perf_counter() - started, "curve": curve()}
+
+
+def curve() -> list[tuple[int, float]]:
+    """(step, holdout error) of the run's periodic evaluations (plots/fid.csv: the primary metric by step)."""
+    with paths.FID_PLOT.open() as fh:
+        return [(int(r["step"]), float(r["error"])) for r in csv.DictReader(fh) if r.get("error")]
 
 
 def spread(values: list[float], fmt: str) -> str:
@@ -88,6 +98,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def curves(rows: list[dict]) -> str:
+    """The periodic holdout errors of every run that has them (--eval-every)."""
+    lines = [f"- {r['variant']}, data.seed {r['seed']}: " + ", ".join(f"{e:.4f} @ {s}" for s, e in r["curve"])
+             for r in rows if r.get("curve")]
+    return "\n\nHoldout error of the EMA classifier during training (error @ step):\n\n" + "\n".join(lines) \
+        if lines else ""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--labels", type=int, default=10, help="labels kept per class (data.labels_per_class)")
@@ -96,6 +114,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--presets", default="improvedgan,catgan,triplegan")
     ap.add_argument("--draws", type=int, default=3, help="label draws (data.seed 0..N-1), each its own project")
+    ap.add_argument("--eval-every", type=int, default=0, help="periodic holdout evaluation every N steps (0: off)")
     ap.add_argument("--title", default="Semi-supervised classification")
     args = ap.parse_args()
     names = [n for n in args.presets.split(",") if n]
@@ -104,7 +123,7 @@ def main() -> None:
     load = os.getloadavg()
     command = (f"python bench/semisup.py --labels {args.labels} --steps {args.steps} --width {args.width} "
                f"--samples {args.samples} --presets {','.join(names)}"
-               + f" --draws {args.draws}")
+               + f" --draws {args.draws}" + (f" --eval-every {args.eval_every}" if args.eval_every else ""))
     seeds = list(range(args.draws))
     rows: list[dict] = []
     for seed in seeds:
@@ -130,7 +149,7 @@ def main() -> None:
                     "generator against the holdout with the domain evaluator. Train img/s counts every batch a "
                     "phase draws (the GAN's phases and the baseline's), as for the other multi-phase families.\n\n"
                     + (draws_table(rows) + "\n\nEvery run:\n\n" if args.draws > 1 else "")
-                    + table(rows) + "\n\n" + PUBLISHED)
+                    + table(rows) + curves(rows) + "\n\n" + PUBLISHED)
             write_section(args.title, body)
 
 
