@@ -31,6 +31,10 @@ memory      peak RSS of `gans train` and `gans evaluate` (real stages, default m
 serving     `gans serve` (mlflow models serve) on the tiny project's champion: start-up and
             POST /invocations latency for 1 and 16 images; `gans sample` images/s.
 compile     (not in the default parts) train.compile on and off for each preset, interleaved.
+precision   (not in the default parts) fp32 against bf16 autocast for the first preset, ADA off, batch 64:
+            ours and bare in each precision, four arms in interleaved windows, so that the bf16 speed-up
+            of the trainer stands beside the speed-up the same networks get in a bare loop (its ceiling).
+--width     the noise-to-image networks' width for throughput and precision (64).
 """
 
 from __future__ import annotations
@@ -249,16 +253,16 @@ def csv_reporter(path: Path):
 
 
 def make_trainer(preset: str, data, *, ada: bool, batch: int, device: str, precision: str, workdir: Path,
-                 compile_: bool = False):
-    """A set-up Trainer of ``preset`` (width 64, z 64) with ADA on or off (params.yaml's ADA settings)."""
+                 compile_: bool = False, width: int = 64):
+    """A set-up Trainer of ``preset`` (``width``, z 64) with ADA on or off (params.yaml's ADA settings)."""
     from tqdm.auto import tqdm
 
     from gans.config import AugmentConfig, ModelConfig, TrainConfig, build_config
     from gans.families import build_trainer
 
-    name = f"{preset}-{batch}-{'ada' if ada else 'noada'}{'-compiled' if compile_ else ''}"
+    name = f"{preset}-{batch}-{width}-{precision}-{'ada' if ada else 'noada'}{'-compiled' if compile_ else ''}"
     trainer = build_trainer(
-        model=build_config(ModelConfig, {"variant": preset, "width": 64, "z_dim": 64}, "model"),
+        model=build_config(ModelConfig, {"variant": preset, "width": width, "z_dim": 64}, "model"),
         train=build_config(TrainConfig, {"device": device, "batch_size": batch, "precision": precision,
                                          "steps": 10 ** 9, "eval_every": 0, "compile": compile_}, "train"),
         augment=build_config(AugmentConfig, {"ada": {"enabled": ada}}, "augment"),
@@ -340,13 +344,15 @@ def timed_windows(arms: dict[str, Callable[[int], None]], probe: str, probe_step
 
 
 def bench_preset(preset: str, data, *, batch: int, device: torch.device, precision: str, mode: dict,
-                 workdir: Path) -> dict[str, Any]:
+                 workdir: Path, width: int = 64) -> dict[str, Any]:
     """Time ours (ADA off/on) and bare for one preset and batch size; see the module docstring."""
     from gans.trainer import resolve_precision
 
     dtype = resolve_precision(precision, device)
-    off = make_trainer(preset, data, ada=False, batch=batch, device=str(device), precision=precision, workdir=workdir)
-    on = make_trainer(preset, data, ada=True, batch=batch, device=str(device), precision=precision, workdir=workdir)
+    off = make_trainer(preset, data, ada=False, batch=batch, device=str(device), precision=precision, workdir=workdir,
+                       width=width)
+    on = make_trainer(preset, data, ada=True, batch=batch, device=str(device), precision=precision, workdir=workdir,
+                      width=width)
     bare = BareLoop(off.recipe.variant_cfg, off.recipe.spec, data.images, batch_size=batch, device=device, dtype=dtype)
     gflop_bare = count_gflop(bare.step)
     gflop_ours = count_gflop(lambda: ours_steps(off, 1)) if mode["count_ours"] else None
@@ -400,7 +406,7 @@ def throughput(args: argparse.Namespace, mode: dict, device: torch.device) -> No
         for batch in batches:
             for preset in args.presets.split(","):
                 rows.append(bench_preset(preset, data, batch=batch, device=device, precision=args.precision,
-                                         mode=mode, workdir=Path(tmp)))
+                                         mode=mode, workdir=Path(tmp), width=args.width))
                 print(json.dumps(rows[-1]), flush=True)
     mm_after = matmul_gflops(device, torch.float32, mm_n, 2.0)
     body = _throughput_body(args, mode, device, rows, mm, mm_after, mm_n, load_s, load_start)
@@ -410,7 +416,7 @@ def throughput(args: argparse.Namespace, mode: dict, device: torch.device) -> No
 
 def _throughput_body(args, mode, device, rows, mm, mm_after, mm_n, load_s, load_start) -> str:
     head = (f"{_header(args)} (At the start: {load_start:.1f}.) Device {device}, precision {args.precision}.\n"
-            f"Workload: {'/'.join(args.presets.split(','))} at width 64, z 64, 32x32x1, on the 5,000 real mnist5k "
+            f"Workload: {'/'.join(args.presets.split(','))} at width {args.width}, z 64, 32x32x1, on the 5,000 real mnist5k "
             f"digits (loaded in {load_s:.1f} s). Each window runs `steps/window` generator steps; "
             f"{mode['rounds']} rounds of the four arms in rotated order after {mode['warmup']} warm-up steps; "
             f"img/s are medians over rounds, ratios are medians of the ratios within a round. img/s = real images "
@@ -480,6 +486,47 @@ def compile_speed(args: argparse.Namespace, mode: dict, device: torch.device) ->
 
 
 # ================================================================ translation throughput
+
+
+def precision_speed(args: argparse.Namespace, mode: dict, device: torch.device) -> None:
+    """fp32 against bf16 autocast, ours and bare, for the first preset at ``--width``, ADA off, batch 64."""
+    from gans.config import DataConfig
+    from gans.data import load_source
+    from gans.trainer import resolve_precision
+
+    preset, batch, load_start = args.presets.split(",")[0], 64, os.getloadavg()[0]
+    data = load_source(DataConfig(source="mnist5k", resolution=32))
+    arms: dict[str, Callable[[int], None]] = {}
+    with tempfile.TemporaryDirectory(prefix="gans-perf-") as tmp:
+        for precision in ("fp32", "bf16"):
+            ours = make_trainer(preset, data, ada=False, batch=batch, device=str(device), precision=precision,
+                                workdir=Path(tmp), width=args.width)
+            bare = BareLoop(ours.recipe.variant_cfg, ours.recipe.spec, data.images, batch_size=batch, device=device,
+                            dtype=resolve_precision(precision, device))
+            arms[f"ours {precision}"] = lambda n, t=ours: ours_steps(t, n)
+            arms[f"bare {precision}"] = lambda n, b=bare: [b.step() for _ in range(n)]
+        for fn in arms.values():
+            fn(mode["warmup"] if device.type == "cpu" else 10 * mode["warmup"])
+        steps, times = timed_windows(arms, "bare fp32", 1 if device.type == "cpu" else 20, mode, device)
+    ips = {k: [steps * batch / t for t in v] for k, v in times.items()}
+    ratio = {pair: _median([a / b for a, b in zip(ips[pair[0]], ips[pair[1]])])
+             for pair in (("ours bf16", "ours fp32"), ("bare bf16", "bare fp32"), ("ours fp32", "bare fp32"),
+                          ("ours bf16", "bare bf16"))}
+    row = {k: _median(v) for k, v in ips.items()} | {f"{a} / {b}": r for (a, b), r in ratio.items()}
+    print(json.dumps(row), flush=True)
+    body = (f"{_header(args)} (At the start: {load_start:.1f}.) Device {device}.\n"
+            f"Workload: {preset} at width {args.width}, z 64, 32x32x1, batch {batch}, ADA off, on the 5,000 real "
+            f"mnist5k digits; ours = the trainer's fit() loop body (EMA, stats, logging, checkpoint and grid when "
+            f"due), bare = the same networks in a plain loop (as in the throughput table), each in fp32 and under "
+            f"bf16 autocast. {mode['rounds']} rounds of the four arms in rotated order, {steps} steps per window "
+            f"({mode['window_s']:g} s of bare fp32), after {mode['warmup']} warm-up steps; img/s are medians "
+            f"over rounds, ratios medians of the ratios within a round.\n\n"
+            "| arm | img/s |\n| --- | ---: |\n" + "".join(f"| {k} | {v:.0f} |\n" for k, v in row.items()
+                                                       if "/" not in k) +
+            "\n| ratio | median |\n| --- | ---: |\n" + "".join(f"| {a} / {b} | {r:.3f} |\n"
+                                                              for (a, b), r in ratio.items()))
+    write_section(f"Precision speed, width {args.width}" + (" (quick)" if args.quick else ""), body.rstrip())
+    print(body)
 
 
 def translation_throughput(args: argparse.Namespace, mode: dict, device: torch.device) -> None:
@@ -851,6 +898,8 @@ def _command(args: argparse.Namespace) -> str:
         parts += ["--presets", args.presets]
     if args.parts != DEFAULT_PARTS:
         parts += ["--parts", args.parts]
+    if args.width != 64:
+        parts += ["--width", str(args.width)]
     return " ".join(parts)
 
 
@@ -876,6 +925,7 @@ def main() -> None:
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--parts", default=DEFAULT_PARTS)
     ap.add_argument("--translation-width", type=int, default=32, help="width of the translation networks (32)")
+    ap.add_argument("--width", type=int, default=64, help="width of the noise-to-image networks (64)")
     ap.add_argument("--profile", metavar="PRESET", help="print torch.profiler tables of ours vs bare and exit")
     args = ap.parse_args()
     from gans.trainer import resolve_device
@@ -895,6 +945,8 @@ def main() -> None:
             translation_throughput(args, mode, device)
         if "compile" in parts:
             compile_speed(args, mode, device)
+        if "precision" in parts:
+            precision_speed(args, mode, device)
         repo = None
         if "pipeline" in parts or "serving" in parts:
             repo = pipeline_overhead(args, mode, scratch)
