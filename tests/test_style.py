@@ -262,6 +262,8 @@ def test_stackgan_draws_the_conditioning_noise_from_the_latent(tmp_path: Path) -
     save_torch(t.export(), tmp_path / "generator.pt")
     g = load_artifact(tmp_path / "generator.pt").generator
     assert not g.training and g.spec.noise_dim == 4 and g.fc[0].in_features == 4 + 4
+    assert load_artifact(tmp_path / "generator.pt").describe()["latent_layout"].startswith(
+        "the first 4 entries of z are noise, the last 4 the conditioning noise eps")
     y = torch.tensor([1, 1])
     z = torch.randn(1, 8).expand(2, -1).clone()
     z[1, 4:] += 1.0  # the same noise, other eps

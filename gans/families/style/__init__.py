@@ -195,7 +195,10 @@ class StackedArtifact(GeneratorArtifact):
         return [to_uint8(x).cpu() for x in images]
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "stage_resolutions": self.generator.spec.sides}
+        spec = self.generator.spec
+        layout = (f"the first {spec.noise_dim} entries of z are noise, the last {spec.ca_dim} the conditioning "
+                  f"noise eps (c = mean + sigma * eps)" if spec.noise_dim < spec.z_dim else "all of z is noise")
+        return {**super().describe(), "stage_resolutions": spec.sides, "latent_layout": layout}
 
 
 class StyleFamily:
