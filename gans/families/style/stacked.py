@@ -11,8 +11,8 @@ embedding is; the bundled data has no captions). eps is part of the latent: the 
 z, the rest is the noise the generator's first layer sees. So drawing samples draws c the way training did
 (a seed and a label still give one image), and truncation pulls c towards its mean with the rest of z.
 Drawing c at its mean instead collapses each class to nearly one image: the generator learns to take most
-of a class's variety from eps (bench/RESULTS.md, "Progressive, style-based and stacked generators": recall
-0.09 with c = mean, 0.61 with c drawn, the same weights). Artifacts written before eps joined the latent
+of a class's variety from eps (bench/RESULTS.md, "StackGAN: drawing c as training did": recall 0.09 with
+c = mean, 0.61 with c drawn, the same weights). Artifacts written before eps joined the latent
 (spec without ``latent_ca``) keep their layout: z and c side by side, c = mean when drawing.
 
 Each discriminator is a joint conditional and unconditional one (the paper's JCU): strided convolutions to
