@@ -131,15 +131,13 @@ class StackedGenerator(nn.Module):
 
     def condition(self, y: torch.Tensor | None, eps: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """(c, mean, log-variance): c = mean + sigma * eps. eps is the latent's (``latent_ca``); without it
-        (older artifacts) c is drawn around the mean while training and is the mean itself in eval mode."""
+        """(c, mean, log-variance): c = mean + sigma * eps, eps the latent's last ``ca_dim`` entries
+        (``latent_ca``); without eps (an artifact from before that layout, never trained again) c = mean."""
         if self.ca is None:
             return None, None, None
         if y is None:
             raise ValueError("this generator is class-conditional: labels are required")
         mu, logvar = self.ca(y)
-        if eps is None and self.training:
-            eps = torch.randn_like(mu)
         c = mu if eps is None else mu + eps.to(mu.dtype) * (0.5 * logvar).exp()
         return c, mu, logvar
 
